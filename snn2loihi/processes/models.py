@@ -1,0 +1,28 @@
+"""Process models of :class:`LIFSoftReset`: bit-accurate fixed point and float."""
+import numpy as np
+from lava.magma.core.decorator import implements
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.lif.models import PyLifModelBitAcc, PyLifModelFloat
+
+from .soft_lif import LIFSoftReset
+
+
+@implements(proc=LIFSoftReset, protocol=LoihiProtocol)
+class PyLifSoftResetModelBitAcc(PyLifModelBitAcc):
+    """Lava's bit-accurate LIF (tags ``bit_accurate_loihi``, ``fixed_pt``) with
+    ``v -= vth << 6`` on a spike."""
+
+    implements_process = None  # inherited from PyLifModelBitAcc (LIF); re-bound above
+
+    def reset_voltage(self, spike_vector: np.ndarray) -> None:
+        self.v[spike_vector] -= self.effective_vth
+
+
+@implements(proc=LIFSoftReset, protocol=LoihiProtocol)
+class PyLifSoftResetModelFloat(PyLifModelFloat):
+    """Lava's float LIF (tag ``floating_pt``) with ``v -= vth`` on a spike."""
+
+    implements_process = None
+
+    def reset_voltage(self, spike_vector: np.ndarray) -> None:
+        self.v[spike_vector] -= self.vth

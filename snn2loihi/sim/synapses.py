@@ -1,0 +1,115 @@
+"""The integer synapse arithmetic of Lava's fixed-point Dense and Conv processes.
+
+What a synapse layer delivers to its neurons at step t+1 for the spikes s(t) it received
+at step t (Lava's one-step synaptic buffer is applied by the caller):
+
+- dense: ``a = (W' · s) >> -e`` (or ``<< e``), where netx first rescales the stored
+  weights W to W' = W << -e with ``optimize_weight_bits`` and Lava's Dense then clips and
+  truncates W' to its weight bits; the shift is an arithmetic (flooring) shift;
+- conv: ``a = wrap24(conv(s, W))``: netx passes conv weights unscaled and Lava's fixed
+  point Conv wraps its output to 24 signed bits;
+- pool: a depthwise conv (groups = C) with the pool weight, as our Lava loader builds it.
+
+All tensors are float64 during the matrix products (exact for integers below 2^53) and
+int64 afterwards. Shapes: s is (B, *in_shape), the result (B, *out_shape).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..ir import ConvLayer, DenseLayer, PoolLayer, STATE_BITS
+
+
+@dataclass(frozen=True)
+class DenseWeights:
+    """Dense weights in the form both backends use.
+
+    Attributes:
+        lava_weight: (out, in) the matrix handed to Lava's Dense (after netx's rescale).
+        num_weight_bits: weight bits handed to Lava's Dense.
+        weight_exp: shared exponent e; the accumulated sum is shifted by e.
+        effective: (out, in) the matrix Lava's Dense multiplies with after its own clip
+            and truncation.
+    """
+
+    lava_weight: np.ndarray
+    num_weight_bits: int
+    weight_exp: int
+    effective: np.ndarray
+
+
+def dense_weights(weight: np.ndarray) -> DenseWeights:
+    """Apply netx's ``optimize_weight_bits`` and Lava Dense's clip + truncation to ``weight``."""
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+    from lava.lib.dl.netx.utils import optimize_weight_bits  # noqa: E402 (netx prints on import)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        w, bits, exp, _ = optimize_weight_bits(np.asarray(weight, dtype=np.int64))
+    sign_mode = determine_sign_mode(w)
+    eff = truncate_weights(clip_weights(w, sign_mode, num_bits=8), sign_mode, bits)
+    return DenseWeights(w, int(bits), int(exp), np.asarray(eff, dtype=np.int64))
+
+
+def wrap_signed(x: torch.Tensor, bits: int = STATE_BITS) -> torch.Tensor:
+    """``(x + 2^(b-1)) mod 2^b - 2^(b-1)``: Lava's ``signed_clamp`` (a wrap, not a clip)."""
+    base = 1 << bits
+    return torch.remainder(x + base // 2, base) - base // 2
+
+
+class Synapse:
+    """Batched integer synapse of one layer; ``__call__`` maps (B, *in) → (B, *out) int64."""
+
+    def __init__(self, layer, device: torch.device):
+        self.layer = layer
+        self.device = device
+        self.exp = 0
+        if isinstance(layer, DenseLayer):
+            dw = dense_weights(layer.weight)
+            self.exp = dw.weight_exp
+            self.weight = torch.as_tensor(dw.effective, dtype=torch.float64, device=device)
+        elif isinstance(layer, ConvLayer):
+            self.weight = torch.as_tensor(layer.weight, dtype=torch.float64, device=device)
+        elif isinstance(layer, PoolLayer):
+            c = layer.in_shape[0]
+            w = np.broadcast_to(layer.weight, (c, 1) + layer.weight.shape)
+            self.weight = torch.as_tensor(np.ascontiguousarray(w), dtype=torch.float64, device=device)
+        else:
+            raise TypeError(f"no synapse for {type(layer).__name__}")
+
+    def __call__(self, s: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Synaptic input for spikes ``s``; also returns how many conv/pool outputs wrapped."""
+        x = s.to(torch.float64)
+        layer = self.layer
+        if isinstance(layer, DenseLayer):
+            acc = (x.reshape(x.shape[0], -1) @ self.weight.T).round().to(torch.int64)
+            return (acc << self.exp if self.exp >= 0 else acc >> -self.exp), 0
+        groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
+        acc = F.conv2d(x, self.weight, stride=layer.stride, padding=layer.padding,
+                       dilation=layer.dilation, groups=groups).round().to(torch.int64)
+        wrapped = wrap_signed(acc)
+        return wrapped, int((wrapped != acc).sum())
+
+
+def shift_one_step(a: torch.Tensor) -> torch.Tensor:
+    """Lava's synaptic buffer: what arrives at step t was computed at step t-1. (..., T)."""
+    out = torch.zeros_like(a)
+    out[..., 1:] = a[..., :-1]
+    return out
+
+
+def bias_tensor(layer, device: torch.device) -> Optional[torch.Tensor]:
+    """Bias mantissas broadcastable to (B, *out_shape), or None."""
+    bias = getattr(layer, "bias", None)
+    if bias is None:
+        return None
+    b = torch.as_tensor(bias, dtype=torch.int64, device=device)
+    if isinstance(layer, ConvLayer):
+        b = b.reshape(-1, 1, 1)
+    return b
