@@ -26,8 +26,9 @@ import numpy as np
 STATE_BITS = 24
 #: 12-bit decays are fractions of 4096.
 DECAY_UNITY = 1 << 12
-#: Thresholds are 17-bit unsigned mantissas, left-shifted by 6 on the chip.
-VTH_MAX = (1 << 17) - 1
+#: Thresholds are 17-bit unsigned mantissas, left-shifted by 6 on the chip. netx's
+#: readout neuron uses 2^17 (an effective 2^23, above the clipped v), so it is allowed.
+VTH_MAX = 1 << 17
 #: Neuron types a netx file may name. ``LOIHI`` is the legacy spelling of ``CUBA``.
 HARD_RESET_TYPES = ("CUBA", "LOIHI")
 SOFT_RESET_TYPE = "CUBA_SOFT"
@@ -108,7 +109,7 @@ class NeuronSpec:
 
 #: What netx builds for a dense layer stored without a ``neuron`` group: a non-leaky
 #: current integrator whose threshold is never reached (a readout).
-READOUT_NEURON = NeuronSpec(kind="CUBA", i_decay=0, v_decay=DECAY_UNITY, vth_mant=1 << 17 - 1)
+READOUT_NEURON = NeuronSpec(kind="CUBA", i_decay=0, v_decay=DECAY_UNITY, vth_mant=1 << 17)
 
 
 @dataclass

@@ -29,14 +29,15 @@ def write_network(net: Network, path: str | os.PathLike) -> None:
         with h5py.File(tmp, "w") as handle:
             group = handle.create_group("layer")
             for i, layer in enumerate(net.layers):
-                _write_layer(group.create_group(str(i)), layer)
+                write_layer(group.create_group(str(i)), layer)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def _write_layer(g: h5py.Group, layer) -> None:
+def write_layer(g: h5py.Group, layer) -> None:
+    """Write one :mod:`snn2loihi.ir` layer into the (empty) h5py group ``g``."""
     if isinstance(layer, InputLayer):
         _type(g, "input")
         g.create_dataset("shape", data=np.array(layer.shape))

@@ -4,7 +4,9 @@ from lava.magma.core.decorator import implements
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifModelFloat
 
-from .soft_lif import LIFSoftReset
+# Absolute import: Lava loads this file by path (as module "models") when it searches for
+# the models of LIFSoftReset.
+from snn2loihi.processes.soft_lif import LIFSoftReset
 
 
 @implements(proc=LIFSoftReset, protocol=LoihiProtocol)

@@ -1,0 +1,136 @@
+"""Discrete-time LIF neuron with soft (subtractive) or hard reset, slayer-compatible.
+
+Built on :class:`lava.lib.dl.slayer.neuron.base.Neuron`, so it plugs into slayer's
+blocks, and trained with the arithmetic it will have on Loihi. In slayer units (the
+chip's integers divided by ``s_scale = scale · 64``), per step t::
+
+    u[t] = D_i(u[t-1]) + z[t]                    z: weighted input spikes (N, ..., T)
+    v[t] = D_v(v[t-1]) + u[t]
+    s[t] = H(v[t] - θ)                           strict: spike when v > θ
+    v[t] = v[t] - θ·s[t]        (soft reset, exported as CUBA_SOFT)
+    v[t] = v[t]·(1 - s[t])      (hard reset, exported as stock CUBA)
+
+with ``D(x) = trunc(x · s_scale · (4096 - d) / 4096) / s_scale``: Loihi's 12-bit decay,
+rounding toward zero on the integer state. Weights are on slayer's 8-bit grid (step
+2/scale, clamped to [-256, 254]/scale), decays on the 12-bit grid and the threshold on the
+mantissa grid 1/scale. Rounding uses straight-through gradients, so with
+``fixed_point=True`` the float forward reproduces the emulator's integers (exactly in
+float64; to float32 precision otherwise). ``fixed_point=False`` gives the ideal float
+neuron for comparison.
+
+Shapes: input and output (N, C, H, W, T) or (N, F, T).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
+from lava.lib.dl.slayer.utils import quantize
+
+from ..ir import DECAY_UNITY, HARD_RESET_TYPES, SOFT_RESET_TYPE
+from .surrogate import Exponential, Surrogate, spike
+
+RESETS = ("soft", "hard")
+
+
+def _ste(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """``rounded`` in the forward pass, identity gradient."""
+    return x + (rounded - x).detach()
+
+
+class Neuron(SlayerNeuron):
+    """Soft- or hard-reset LIF neuron with Loihi fixed-point training arithmetic.
+
+    Args:
+        threshold: θ in slayer units (the chip's vThMant / scale).
+        current_decay: fraction of u lost per step, 0..1 (1: u holds only this step's input).
+        voltage_decay: fraction of v lost per step, 0..1 (0: integrate-and-fire).
+        reset: ``"soft"`` (subtract θ) or ``"hard"`` (v = 0).
+        surrogate: spike pseudo-derivative; slayer's exponential by default.
+        scale: weight scale, a power of two; 64 (slayer's default) is weight exponent 0,
+            each doubling adds one bit of weight and state resolution.
+        fixed_point: model the chip's rounding (True) or ideal float dynamics (False).
+        requires_grad: learn the decays.
+        dropout: slayer-style dropout module applied to the output spikes.
+        detach_reset: stop the gradient through the reset term.
+
+    Example:
+        >>> neuron = Neuron(threshold=1.0, current_decay=1.0, voltage_decay=0.0)
+        >>> spikes = neuron(torch.rand(8, 10, 16))   # (N, F, T)
+    """
+
+    def __init__(self, threshold: float, current_decay: float = 1.0, voltage_decay: float = 0.0,
+                 reset: str = "soft", surrogate: Optional[Surrogate] = None, scale: int = 1 << 6,
+                 fixed_point: bool = True, requires_grad: bool = False,
+                 dropout: Optional[torch.nn.Module] = None, detach_reset: bool = False):
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, found {reset!r}")
+        if scale < 1 or scale & (scale - 1):
+            raise ValueError(f"scale must be a power of two, found {scale}")
+        for name, value in (("current_decay", current_decay), ("voltage_decay", voltage_decay)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], found {value}")
+        super().__init__(threshold=threshold, p_scale=DECAY_UNITY, w_scale=scale, s_scale=scale << 6,
+                         dropout=dropout, requires_grad=requires_grad)
+        if self.threshold <= 0:
+            raise ValueError(f"threshold {threshold} rounds to a non-positive mantissa at scale {scale}")
+        self.reset = reset
+        self.surrogate = surrogate if surrogate is not None else Exponential()
+        self.fixed_point = fixed_point
+        self.detach_reset = detach_reset
+        self.current_decay = torch.nn.Parameter(torch.tensor([DECAY_UNITY * current_decay]),
+                                                requires_grad=requires_grad)
+        self.voltage_decay = torch.nn.Parameter(torch.tensor([DECAY_UNITY * voltage_decay]),
+                                                requires_grad=requires_grad)
+
+    # --- device view -------------------------------------------------------------------
+    @property
+    def cx_current_decay(self) -> int:
+        """iDecay: the 12-bit current decay."""
+        return int(quantize(self.current_decay.detach().clamp(0, DECAY_UNITY)).item())
+
+    @property
+    def cx_voltage_decay(self) -> int:
+        """vDecay: the 12-bit voltage decay."""
+        return int(quantize(self.voltage_decay.detach().clamp(0, DECAY_UNITY)).item())
+
+    @property
+    def device_params(self) -> dict:
+        """The ``neuron/`` fields of a netx file."""
+        return {"type": SOFT_RESET_TYPE if self.reset == "soft" else HARD_RESET_TYPES[0],
+                "iDecay": self.cx_current_decay,
+                "vDecay": self.cx_voltage_decay,
+                "vThMant": self.v_th_mant,
+                "refDelay": 1,
+                "gradedSpike": False}
+
+    # --- dynamics ----------------------------------------------------------------------
+    def _decay(self, x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+        """One step of leak: ``D(x)`` with the chip's round-toward-zero in fixed point."""
+        decay = quantize(decay.clamp(0, DECAY_UNITY)) if self.fixed_point else decay.clamp(0, DECAY_UNITY)
+        kept = x * (DECAY_UNITY - decay) / DECAY_UNITY
+        if not self.fixed_point:
+            return kept
+        scaled = kept * self.s_scale
+        return _ste(scaled, torch.trunc(scaled)) / self.s_scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Spikes (same shape as ``z``) for weighted input ``z`` (N, ..., T)."""
+        if z.dim() < 3:
+            raise ValueError(f"expected input (N, ..., T) with at least 3 dimensions, found {tuple(z.shape)}")
+        if self.shape is None:
+            self.shape = z.shape[1:-1]
+        u = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        v = torch.zeros_like(u)
+        theta = self.threshold
+        out = []
+        for t in range(z.shape[-1]):
+            u = self._decay(u, self.current_decay) + z[..., t]
+            v = self._decay(v, self.voltage_decay) + u
+            s = spike(v - theta, self.surrogate, theta)
+            r = s.detach() if self.detach_reset else s
+            v = v - theta * r if self.reset == "soft" else v * (1 - r)
+            out.append(s)
+        spikes = torch.stack(out, dim=-1)
+        return self.drop(spikes) if self.drop is not None else spikes

@@ -1,0 +1,171 @@
+"""Float network → Loihi integers, with a report of every rounding, clip and saturation risk.
+
+For a block with weight scale ``s`` (the neuron's ``scale``, 64 = weight exponent 0):
+
+- weights: ``W = clamp(2·round(w·s/2), -256, 254)``, slayer's 8-bit grid (netx later
+  splits W into an 8-bit mantissa and a shared exponent with ``optimize_weight_bits``);
+- decays: ``iDecay = round(4096·current_decay)``, ``vDecay = round(4096·voltage_decay)``;
+- threshold: ``vThMant = θ·s`` (exact: the neuron already keeps θ on the 1/s grid);
+- states: u, v are 24-bit; the report gives the largest synaptic input a layer can
+  receive in one step (``Σ|W|`` over a neuron's inputs, ``<< 6``) against 2^23.
+
+Clipping and rounding are reported per layer; a value that cannot be represented at all
+(threshold mantissa above 17 bits, a non-positive threshold) raises
+:class:`QuantizationError` instead of wrapping.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from lava.lib.dl.slayer.block import base
+
+from . import ir
+from .errors import QuantizationError
+from .neuron.fixed_point import ACT_SHIFT, STATE_LIMIT
+
+
+@dataclass
+class LayerQuantization:
+    """What quantizing one layer did.
+
+    Attributes:
+        name: "index:type".
+        weights: number of weights.
+        weights_clipped: weights beyond [-256, 254]/scale, clamped.
+        weights_rounded: weights moved by rounding to the 2/scale grid.
+        max_rounding_error: largest |w - W/scale| among unclipped weights (slayer units).
+        zero_weights: weights that became 0.
+        decays: {"iDecay": (float·4096, int), "vDecay": (...)}.
+        threshold: (θ, vThMant).
+        max_input_per_step: largest possible |a_in << 6| of one neuron in one step.
+        may_saturate: max_input_per_step exceeds the 24-bit state range.
+    """
+
+    name: str
+    weights: int = 0
+    weights_clipped: int = 0
+    weights_rounded: int = 0
+    max_rounding_error: float = 0.0
+    zero_weights: int = 0
+    decays: dict = field(default_factory=dict)
+    threshold: tuple = ()
+    max_input_per_step: int = 0
+    may_saturate: bool = False
+
+
+@dataclass
+class QuantizationReport:
+    """Per-layer :class:`LayerQuantization` records."""
+
+    layers: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"layers": [asdict(layer) for layer in self.layers]}
+
+    def summary(self) -> str:
+        """One line per layer."""
+        lines = []
+        for q in self.layers:
+            if not q.weights:
+                continue
+            warn = "  MAY SATURATE 24-bit u" if q.may_saturate else ""
+            lines.append(f"{q.name}: {q.weights} weights, {q.weights_clipped} clipped, "
+                         f"{q.weights_rounded} rounded (max err {q.max_rounding_error:.4g}), "
+                         f"{q.zero_weights} zero; vThMant {q.threshold[1] if q.threshold else '-'}{warn}")
+        return "\n".join(lines)
+
+
+def quantize_network(model) -> tuple[ir.Network, QuantizationReport]:
+    """Convert a :class:`~snn2loihi.blocks.network.SpikingNetwork` to a fixed-point
+    :class:`~snn2loihi.ir.Network` and report what quantization changed.
+
+    Raises:
+        QuantizationError: a parameter cannot be represented on the chip.
+    """
+    report = QuantizationReport()
+    layers = [block_to_layer(block, f"{i}:{type(block).__name__.lower()}", report)
+              for i, block in enumerate(model.blocks)]
+    try:
+        return ir.Network(layers, source=type(model).__name__), report
+    except ValueError as err:
+        raise QuantizationError(f"the quantized network is inconsistent: {err}") from None
+
+
+def export_block(block, handle) -> None:
+    """Write one block as a netx layer into the h5py group ``handle``."""
+    from .netx.writer import write_layer
+
+    write_layer(handle, block_to_layer(block, type(block).__name__.lower(), QuantizationReport()))
+
+
+def block_to_layer(block, name: str, report: QuantizationReport):
+    """The :mod:`snn2loihi.ir` layer of one block; appends its record to ``report``."""
+    in_shape = getattr(block, "snn2loihi_in_shape", None)
+    if in_shape is None:
+        raise QuantizationError(f"{name}: input shape unknown; build blocks inside a SpikingNetwork")
+    record = LayerQuantization(name)
+    report.layers.append(record)
+    if isinstance(block, base.AbstractInput):
+        return ir.InputLayer(in_shape)
+    if isinstance(block, base.AbstractFlatten):
+        return ir.FlattenLayer(in_shape)
+    neuron = _neuron_spec(block.neuron, record)
+    weight = _weights(block, record)
+    syn = block.synapse
+    if isinstance(block, base.AbstractDense):
+        layer = ir.DenseLayer(weight.reshape(weight.shape[0], -1), neuron)
+    elif isinstance(block, base.AbstractConv):
+        layer = ir.ConvLayer(in_shape, weight[..., 0], neuron, stride=syn.stride[:2], padding=syn.padding[:2],
+                             dilation=syn.dilation[:2], groups=syn.groups)
+    elif isinstance(block, base.AbstractPool):
+        layer = ir.PoolLayer(in_shape, weight.reshape(weight.shape[2:4]), neuron, stride=syn.stride[:2],
+                             padding=syn.padding[:2], dilation=syn.dilation[:2])
+    else:
+        raise QuantizationError(f"{name}: block type {type(block).__name__} cannot be exported")
+    record.max_input_per_step = _max_input(layer) << ACT_SHIFT
+    record.may_saturate = record.max_input_per_step >= STATE_LIMIT
+    return layer
+
+
+def _weights(block, record: LayerQuantization) -> np.ndarray:
+    neuron, syn = block.neuron, block.synapse
+    scale = neuron.w_scale
+    with torch.no_grad():
+        w = syn.weight.detach().double().cpu()
+        if getattr(syn, "weight_norm_enabled", False):
+            raise QuantizationError(f"{record.name}: disable weight norm before quantizing")
+        q = neuron.quantize_8bit(w, descale=True).numpy()
+    scaled = w.numpy() * scale
+    clipped = (scaled > 254) | (scaled < -256)
+    record.weights = int(q.size)
+    record.weights_clipped = int(clipped.sum())
+    error = np.abs(scaled - q)[~clipped] / scale
+    record.weights_rounded = int((error > 1e-12).sum())
+    record.max_rounding_error = float(error.max(initial=0.0))
+    record.zero_weights = int((q == 0).sum())
+    return np.rint(q).astype(np.int64)
+
+
+def _neuron_spec(neuron, record: LayerQuantization) -> ir.NeuronSpec:
+    params = neuron.device_params
+    record.decays = {"iDecay": (float(neuron.current_decay.detach().reshape(-1)[0]), int(params["iDecay"])),
+                     "vDecay": (float(neuron.voltage_decay.detach().reshape(-1)[0]), int(params["vDecay"]))}
+    record.threshold = (float(neuron.threshold), int(params["vThMant"]))
+    try:
+        return ir.NeuronSpec(kind=params["type"], i_decay=int(params["iDecay"]), v_decay=int(params["vDecay"]),
+                             vth_mant=int(params["vThMant"]), ref_delay=int(params["refDelay"]),
+                             graded_spike=bool(params["gradedSpike"]))
+    except ValueError as err:
+        raise QuantizationError(f"{record.name}: {err}") from None
+
+
+def _max_input(layer) -> int:
+    """Largest ``Σ|W|`` over one neuron's inputs (binary spikes, all presynaptic firing)."""
+    w = np.abs(layer.weight)
+    if isinstance(layer, ir.DenseLayer):
+        return int(w.sum(axis=1).max(initial=0))
+    if isinstance(layer, ir.ConvLayer):
+        return int(w.reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
+    return int(w.sum())

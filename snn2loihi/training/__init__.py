@@ -1,0 +1,1 @@
+"""Training: losses and the epoch loop. Method-specific recipes build on these."""
