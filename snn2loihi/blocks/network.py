@@ -44,6 +44,15 @@ class SpikingNetwork(torch.nn.Module):
             outputs.append(x)
         return (x, outputs) if record else x
 
+    def export_hdf5(self, path: str):
+        """Quantize and write the network as a netx file; returns the quantization report."""
+        from ..netx import write_network
+        from ..quantize import quantize_network
+
+        net, report = quantize_network(self)
+        write_network(net, path)
+        return report
+
     def neurons(self) -> list:
         """The neuron modules of all blocks that have one."""
         return [b.neuron for b in self.blocks if getattr(b, "neuron", None) is not None]

@@ -26,7 +26,17 @@ from lava.lib.dl.slayer.synapse import layer as synapse
 from ..neuron.soft_lif import Neuron
 
 
-class _SoftLIF(torch.nn.Module):
+class _ExportViaIR:
+    """Mixin: ``export_hdf5`` writes the block's quantized :mod:`snn2loihi.ir` layer."""
+
+    def export_hdf5(self, handle) -> None:
+        """Write this block as one netx layer into the h5py group ``handle``."""
+        from ..quantize import export_block
+
+        export_block(self, handle)
+
+
+class _SoftLIF(_ExportViaIR, torch.nn.Module):
     """Mixin: builds our neuron from ``neuron_params`` (as slayer's ``AbstractCuba`` does)."""
 
     def __init__(self, *args, **kwargs):
@@ -42,14 +52,8 @@ class _SoftLIF(torch.nn.Module):
             self.synapse.pre_hook_fx = self.neuron.quantize_8bit
         del self.synapse_params
 
-    def export_hdf5(self, handle) -> None:
-        """Write this block as one netx layer (see :func:`snn2loihi.quantize.export_block`)."""
-        from ..quantize import export_block
 
-        export_block(self, handle)
-
-
-class Input(base.AbstractInput):
+class Input(_ExportViaIR, base.AbstractInput):
     """Input block; without ``neuron_params`` it only declares the input shape.
 
     Input spikes enter the next block's synapse. (slayer's input-with-neuron variant,
@@ -66,7 +70,7 @@ class Input(base.AbstractInput):
         return x
 
 
-class Flatten(base.AbstractFlatten):
+class Flatten(_ExportViaIR, base.AbstractFlatten):
     """(N, C, H, W, T) → (N, C·H·W, T)."""
 
 

@@ -18,9 +18,9 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from ..ir import FlattenLayer, InputLayer, Network, layer_neuron
-from ..neuron.fixed_point import Overflow, lif_step
-from .synapses import Synapse, bias_tensor, shift_one_step
+from ..ir import DECAY_UNITY, FlattenLayer, InputLayer, Network, layer_neuron
+from ..neuron.fixed_point import ACT_SHIFT, BIAS_EXP, STATE_LIMIT, VTH_SHIFT, Overflow, lif_step
+from .synapses import Synapse, bias_tensor, magnitude, shift_one_step
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Emulator:
                           if i > 0 and not isinstance(layer, FlattenLayer)}
         self._bias = {i: bias_tensor(layer, self.device) for i, layer in enumerate(net.layers)}
 
-    def run(self, x: np.ndarray | torch.Tensor, record_all: bool = False, batch_size: int = 512,
+    def run(self, x: np.ndarray | torch.Tensor, record_all: bool = False, batch_size: int = 256,
             progress: Optional[Iterable] = None) -> SimResult:
         """Simulate every sample of ``x`` (N, *input_shape, T) and return its spikes.
 
@@ -96,10 +96,12 @@ class Emulator:
                 if layer.neuron is None:
                     continue
                 a = x  # the input port drives the input neuron directly, no synaptic delay
+                max_in = magnitude(x)
             else:
+                max_in = self._synapses[i].max_abs_input(magnitude(s))
                 a, wraps = self._synaptic_input(i, s)
                 result.conv_wraps += wraps
-            s = self._integrate(layer_neuron(layer), a, self._bias[i], result.overflow)
+            s = self._integrate(layer_neuron(layer), a, self._bias[i], max_in, result.overflow)
             spikes[i] = s
         return spikes
 
@@ -112,11 +114,26 @@ class Emulator:
         return shift_one_step(a), wraps
 
     @staticmethod
-    def _integrate(neuron, a: torch.Tensor, bias: Optional[torch.Tensor], overflow: Overflow) -> torch.Tensor:
-        u = torch.zeros(a.shape[:-1], dtype=torch.int64, device=a.device)
+    def _integrate(neuron, a: torch.Tensor, bias: Optional[torch.Tensor], max_in: int,
+                   overflow: Overflow) -> torch.Tensor:
+        """Run the neurons over all steps of ``a`` (B, *shape, T) → spikes (B, *shape, T).
+
+        When a conservative bound shows u and v cannot leave 24 bits within T steps
+        (|u| ≤ T·max|a|·64, |v| ≤ T·(max|u| + |bias|·64) + θ·64), the per-step wrap/clip is
+        skipped, and without a decay multiply the states fit int32.
+        """
+        steps = a.shape[-1]
+        max_bias = int(bias.abs().max()) if bias is not None else 0
+        bound_u = max_in << ACT_SHIFT if neuron.i_decay == DECAY_UNITY else steps * (max_in << ACT_SHIFT)
+        bound_v = steps * (bound_u + (max_bias << BIAS_EXP)) + (neuron.vth_mant << VTH_SHIFT)
+        may_overflow = bound_u >= STATE_LIMIT or bound_v >= STATE_LIMIT - 1
+        no_multiply = neuron.i_decay in (0, DECAY_UNITY) and neuron.v_decay in (0, DECAY_UNITY)
+        dtype = torch.int32 if no_multiply and not may_overflow else torch.int64
+        a_t = a.movedim(-1, 0).to(dtype).contiguous()  # time first: contiguous steps
+        b = bias.to(dtype) if bias is not None else 0
+        u = torch.zeros(a_t.shape[1:], dtype=dtype, device=a.device)
         v = torch.zeros_like(u)
-        b = bias if bias is not None else 0
-        out = torch.empty(a.shape, dtype=torch.bool, device=a.device)
-        for t in range(a.shape[-1]):
-            u, v, out[..., t] = lif_step(u, v, a[..., t], neuron, b, overflow)
-        return out
+        out = torch.empty(a_t.shape, dtype=torch.bool, device=a.device)
+        for t in range(steps):
+            u, v, out[t] = lif_step(u, v, a_t[t], neuron, b, overflow, may_overflow)
+        return out.movedim(0, -1)

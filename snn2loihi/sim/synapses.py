@@ -82,19 +82,46 @@ class Synapse:
             self.weight = torch.as_tensor(np.ascontiguousarray(w), dtype=torch.float64, device=device)
         else:
             raise TypeError(f"no synapse for {type(layer).__name__}")
+        #: Largest Σ|W| into one neuron: with binary spikes, the largest |sum| before the shift.
+        self.max_abs_sum = int(self.weight.abs().reshape(self.weight.shape[0], -1).sum(1).max())
+        self._weight32 = self.weight.to(torch.float32)
+
+    def max_abs_input(self, input_magnitude: int = 1) -> int:
+        """Bound on |a| this synapse can deliver for inputs of magnitude ≤ ``input_magnitude``."""
+        bound = self.max_abs_sum * input_magnitude
+        if isinstance(self.layer, DenseLayer):
+            return bound << self.exp if self.exp >= 0 else -((-bound) >> -self.exp)
+        return min(bound, 1 << (STATE_BITS - 1))
 
     def __call__(self, s: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Synaptic input for spikes ``s``; also returns how many conv/pool outputs wrapped."""
-        x = s.to(torch.float64)
+        """Synaptic input for spikes ``s``; also returns how many conv/pool outputs wrapped.
+
+        Sums are computed in float32 when they are provably below 2^24 (exact), else float64.
+        """
+        size = magnitude(s)
+        exact32 = self.max_abs_sum * size < 1 << 24
+        weight = self._weight32 if exact32 else self.weight
+        x = s.to(weight.dtype)
         layer = self.layer
         if isinstance(layer, DenseLayer):
-            acc = (x.reshape(x.shape[0], -1) @ self.weight.T).round().to(torch.int64)
+            acc = (x.reshape(x.shape[0], -1) @ weight.T).round().to(torch.int64)
             return (acc << self.exp if self.exp >= 0 else acc >> -self.exp), 0
         groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
-        acc = F.conv2d(x, self.weight, stride=layer.stride, padding=layer.padding,
+        acc = F.conv2d(x, weight, stride=layer.stride, padding=layer.padding,
                        dilation=layer.dilation, groups=groups).round().to(torch.int64)
+        if self.max_abs_sum * size < 1 << (STATE_BITS - 1):
+            return acc, 0
         wrapped = wrap_signed(acc)
         return wrapped, int((wrapped != acc).sum())
+
+
+def magnitude(s: torch.Tensor) -> int:
+    """max |s|: 1 for (non-empty) spike tensors, the largest |value| for graded input."""
+    if s.numel() == 0:
+        return 0
+    if s.dtype == torch.bool:
+        return int(s.any())
+    return int(s.abs().max())
 
 
 def shift_one_step(a: torch.Tensor) -> torch.Tensor:
