@@ -17,6 +17,7 @@ reader wraps them with the file and layer they came from.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -347,7 +348,7 @@ def _shape(name: str, shape, ndim: Optional[int] = None) -> tuple[int, ...]:
     if arr.dtype.kind not in "iuf" or not np.array_equal(arr, np.round(arr)):
         raise ValueError(f"{name} must be a list of integers, found {arr.tolist()}")
     out = tuple(int(s) for s in arr)
-    if not out or min(out) < 1 or int(np.prod(out)) > 1 << 26:
+    if not out or min(out) < 1 or max(out) > 1 << 26 or math.prod(out) > 1 << 26:
         raise ValueError(f"{name} {out} must be positive and at most 2^26 neurons")
     if ndim is not None and len(out) != ndim:
         raise ValueError(f"{name} must have {ndim} entries (C, H, W), found {out}")

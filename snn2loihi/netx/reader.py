@@ -17,6 +17,10 @@ from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, Neur
                   PoolLayer)
 
 #: Layer types that netx knows but this toolkit does not run, with the reason.
+#: What h5py and numpy raise on malformed or corrupted content (h5py raises RuntimeError
+#: for damaged B-tree/symbol-table nodes).
+_H5_ERRORS = (KeyError, ValueError, TypeError, OSError, IndexError, RuntimeError)
+
 UNSUPPORTED_LAYERS = {
     "dense_rec": "recurrent dense layers are not supported",
     "convT": "transposed convolution is not supported",
@@ -46,7 +50,7 @@ def read_network(path: str | os.PathLike) -> Network:
             return _read(handle, path)
     except NetxFormatError:
         raise
-    except (KeyError, ValueError, TypeError, OSError, IndexError) as err:
+    except _H5_ERRORS as err:
         raise NetxFormatError(path, _short(err)) from None
 
 
@@ -63,14 +67,12 @@ def _read(handle: h5py.File, path: str) -> Network:
     shape: Optional[tuple] = None
     for i in range(len(keys)):
         where = f"layer {i}"
-        g = group[str(i)]
-        if not isinstance(g, h5py.Group):
-            raise NetxFormatError(path, f"{where} is not a group")
         try:
+            g = group[str(i)]
+            if not isinstance(g, h5py.Group):
+                raise NetxFormatError(path, f"{where} is not a group")
             layer = _read_layer(g, shape, first=(i == 0))
-        except NetxFormatError:
-            raise
-        except (KeyError, ValueError, TypeError, OSError, IndexError) as err:
+        except _H5_ERRORS as err:
             raise NetxFormatError(path, f"{where}: {_short(err)}") from None
         layers.append(layer)
         shape = layer.out_shape
@@ -100,6 +102,8 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
         if "weight" not in g:
             raise ValueError("missing dataset 'weight' (complex weights are not supported)")
         weight = _array(g, "weight")
+        if weight.ndim not in (1, 2):
+            raise ValueError(f"dense weight must be a 1-D or 2-D array, found shape {weight.shape}")
         n_out = int(np.prod(_ints(g, "shape"))) if "shape" in g else weight.shape[0]
         if weight.ndim == 1:
             if weight.size % n_out:

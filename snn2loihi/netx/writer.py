@@ -41,6 +41,9 @@ def write_layer(g: h5py.Group, layer) -> None:
     if isinstance(layer, InputLayer):
         _type(g, "input")
         g.create_dataset("shape", data=np.array(layer.shape))
+        if (layer.transform_weight, layer.transform_bias) != (64, 0):
+            g.create_dataset("weight", data=layer.transform_weight)
+            g.create_dataset("bias", data=layer.transform_bias)
         if layer.neuron is not None:
             _neuron(g, layer.neuron)
         return

@@ -87,7 +87,9 @@ class Emulator:
 
     def _run_batch(self, x: torch.Tensor, result: SimResult) -> dict:
         spikes: dict = {}
-        s = x
+        # Without an input neuron, x feeds a synapse whose port is binary: Lava reads any
+        # non-zero value as a spike.
+        s = x if self.net.input.neuron is not None else x != 0
         for i, layer in enumerate(self.net.layers):
             if isinstance(layer, FlattenLayer):
                 s = s.reshape(s.shape[0], -1, s.shape[-1])
