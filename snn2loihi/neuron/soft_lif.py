@@ -29,6 +29,7 @@ from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
 from lava.lib.dl.slayer.utils import quantize
 
 from ..ir import DECAY_UNITY, HARD_RESET_TYPES, SOFT_RESET_TYPE
+from .fused import lif_sequence
 from .surrogate import Exponential, Surrogate, spike
 
 RESETS = ("soft", "hard")
@@ -47,7 +48,10 @@ class Neuron(SlayerNeuron):
         current_decay: fraction of u lost per step, 0..1 (1: u holds only this step's input).
         voltage_decay: fraction of v lost per step, 0..1 (0: integrate-and-fire).
         reset: ``"soft"`` (subtract θ) or ``"hard"`` (v = 0).
-        surrogate: spike pseudo-derivative; slayer's exponential by default.
+        surrogate: spike pseudo-derivative; slayer's exponential by default. For a
+            spike-time-dependent surrogate (``needs_spike_time``, e.g. STDB) the forward
+            pass also tracks each neuron's last spike step (reset per call, i.e. per batch)
+            and hands ``dt`` to the backward pass; the spikes themselves are unchanged.
         scale: weight scale, a power of two; 64 (slayer's default) is weight exponent 0,
             each doubling adds one bit of weight and state resolution.
         fixed_point: model the chip's rounding (True) or ideal float dynamics (False).
@@ -83,6 +87,9 @@ class Neuron(SlayerNeuron):
                                                 requires_grad=requires_grad)
         self.voltage_decay = torch.nn.Parameter(torch.tensor([DECAY_UNITY * voltage_decay]),
                                                 requires_grad=requires_grad)
+        #: Initial voltage of every sample (slayer units), per channel (C,) or per neuron,
+        #: or None for rest (0). On the grid 1/s_scale in fixed point; exported as ``v_init``.
+        self.register_buffer("v_init", None)
 
     # --- device view -------------------------------------------------------------------
     @property
@@ -115,20 +122,52 @@ class Neuron(SlayerNeuron):
         scaled = kept * self.s_scale
         return _ste(scaled, torch.trunc(scaled)) / self.s_scale
 
+    def _initial_voltage(self, like: torch.Tensor) -> torch.Tensor:
+        """``v_init`` broadcast to ``like`` (N, *shape): a (C,) vector spans the channel axis."""
+        v0 = self.v_init.to(like.dtype)
+        if self.fixed_point:
+            v0 = _ste(v0 * self.s_scale, torch.round(v0 * self.s_scale)) / self.s_scale
+        return v0.reshape(v0.shape + (1,) * (like.dim() - 1 - v0.dim())).expand_as(like)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Spikes (same shape as ``z``) for weighted input ``z`` (N, ..., T)."""
+        """Spikes (same shape as ``z``) for weighted input ``z`` (N, ..., T).
+
+        Runs the fused time loop (:mod:`snn2loihi.neuron.fused`: one autograd node, same
+        spikes, hand-written BPTT) unless the decays are learnable, which needs the
+        step-by-step reference :meth:`forward_reference`.
+        """
         if z.dim() < 3:
             raise ValueError(f"expected input (N, ..., T) with at least 3 dimensions, found {tuple(z.shape)}")
         if self.shape is None:
             self.shape = z.shape[1:-1]
+        if self.current_decay.requires_grad or self.voltage_decay.requires_grad:
+            return self.forward_reference(z)
+        rest = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        decays = [d.detach().clamp(0, DECAY_UNITY) for d in (self.current_decay, self.voltage_decay)]
+        if self.fixed_point:
+            decays = [quantize(d) for d in decays]
+        spikes = lif_sequence(z, rest if self.v_init is None else self._initial_voltage(rest), *decays,
+                              self.threshold, self.reset == "soft", self.detach_reset, self.surrogate,
+                              DECAY_UNITY, self.s_scale if self.fixed_point else None)
+        return self.drop(spikes) if self.drop is not None else spikes
+
+    def forward_reference(self, z: torch.Tensor) -> torch.Tensor:
+        """The step-by-step definition of :meth:`forward`, differentiated by autograd
+        (learnable decays included)."""
         u = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
-        v = torch.zeros_like(u)
+        v = torch.zeros_like(u) if self.v_init is None else self._initial_voltage(u)
         theta = self.threshold
+        # Spike-time state for surrogates that need it (STDB): the step of each neuron's
+        # last spike, so that dt = t - last_spike. It only feeds the backward pass.
+        last_spike = (torch.full_like(u, self.surrogate.initial_spike_time)
+                      if self.surrogate.needs_spike_time else None)
         out = []
         for t in range(z.shape[-1]):
             u = self._decay(u, self.current_decay) + z[..., t]
             v = self._decay(v, self.voltage_decay) + u
-            s = spike(v - theta, self.surrogate, theta)
+            s = spike(v - theta, self.surrogate, theta, None if last_spike is None else t - last_spike)
+            if last_spike is not None:
+                last_spike = last_spike.masked_fill(s.detach() > 0, float(t))
             r = s.detach() if self.detach_reset else s
             v = v - theta * r if self.reset == "soft" else v * (1 - r)
             out.append(s)
