@@ -45,7 +45,7 @@ class DemoConfig:
     lr: float = 3e-3
     seed: int = 0
     lava_samples: int = 100
-    lava_chunk: int = 25
+    lava_chunk: int = 50
 
 
 def demo_network(timesteps: int) -> SpikingNetwork:

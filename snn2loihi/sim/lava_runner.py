@@ -8,11 +8,19 @@ stock file gives the same spikes here as in ``netx.hdf5.Network``.
 
 Many samples stream through one run: a RingBuffer source plays the samples back to
 back, each in a window of T steps, and ``Reset`` processes zero every neuron's u and v
-and every synapse's buffer after the last step of each window. Each sample therefore
-starts from rest, exactly as in the emulator. The runtime is always stopped.
+and every synapse's buffer after the last step of each window (v returns to the layer's
+``v_init`` where it has one). Each sample therefore starts from rest, exactly as in the
+emulator. The runtime is always stopped.
+
+A layer's :class:`~snn2loihi.ir.Skip` becomes one more Lava Dense or Conv process that
+reads the source block's spikes and drives the block's neurons: both synapses connect to
+the neuron's ``a_in`` port, which sums them (as netx's recurrent dense block does).
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -21,6 +29,7 @@ from ..errors import InputError, LavaRunError
 from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer,
                   layer_neuron)
 from ..lava_imports import netx as _netx
+from ..processes.recorder import SpikeRecorder
 from .emulator import SimResult
 from .synapses import dense_weights
 
@@ -72,6 +81,8 @@ def build_blocks(net: Network) -> list:
         params = {"neuron_params": neuron_params(layer_neuron(layer)), "input_message_bits": 0}
         if getattr(layer, "bias", None) is not None:
             params["bias"] = layer.bias
+        if getattr(layer, "v_init", None) is not None:
+            params["neuron_params"]["v"] = initial_voltage(layer)
         if isinstance(layer, DenseLayer):
             dw = dense_weights(layer.weight)
             block = blocks_mod.Dense(shape=layer.out_shape, weight=dw.lava_weight,
@@ -93,6 +104,43 @@ def build_blocks(net: Network) -> list:
         flatten_next = False
         blocks.append((i, block))
     return blocks
+
+
+def initial_voltage(layer) -> np.ndarray:
+    """A layer's ``v_init`` broadcast to Lava's neuron shape ((W, H, C) or (F,))."""
+    return np.ascontiguousarray(np.broadcast_to(layer.v_init, whc(layer.out_shape))).astype(np.int64)
+
+
+def connect_skips(net: Network, blocks: list) -> list:
+    """Build one Lava synapse process per skip and connect it: source block's spikes →
+    synapse → the target block's neuron ``a_in`` (summed with the block's own synapse).
+
+    Returns:
+        the skip synapse processes (their buffers must be reset between samples too).
+    """
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+
+    by_index = dict(blocks)
+    processes = []
+    for i, layer in enumerate(net.layers):
+        if getattr(layer, "skip", None) is None:
+            continue
+        syn, source = net.skip_synapse(i), by_index[layer.skip.source]
+        if isinstance(syn, DenseLayer):
+            dw = dense_weights(syn.weight)
+            proc = Dense(weights=dw.lava_weight, weight_exp=dw.weight_exp, num_weight_bits=dw.num_weight_bits,
+                         num_message_bits=0)
+            out = source.out
+            (out.transpose([2, 1, 0]).flatten() if len(out.shape) == 3 else out).connect(proc.s_in)
+        else:
+            proc = Conv(weight=lava_conv_weight(syn.weight), input_shape=whc(syn.in_shape),
+                        stride=np.array(syn.stride[::-1]), padding=np.array(syn.padding[::-1]),
+                        dilation=np.array(syn.dilation[::-1]), groups=syn.groups, num_message_bits=0)
+            source.out.connect(proc.s_in)
+        proc.a_out.connect(by_index[i].neuron.a_in)
+        processes.append(proc)
+    return processes
 
 
 def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
@@ -117,12 +165,17 @@ def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
 
+    from ..processes.reset import ResetTo
+
     x = np.asarray(x)
     expected = tuple(net.input.shape)
     if x.ndim != len(expected) + 2 or tuple(x.shape[1:-1]) != expected:
         raise InputError(f"input has shape {x.shape}, expected (N, {', '.join(map(str, expected))}, T)")
     n, steps = x.shape[0], x.shape[-1]
-    blocks = build_blocks(net) if blocks is None else blocks
+    skips: list = []
+    if blocks is None:
+        blocks = build_blocks(net)
+        skips = connect_skips(net, blocks)
     # (N, *shape, T) → (*WHC, N·T): samples back to back along time.
     stream = np.moveaxis(x, 0, -2).reshape(expected + (n * steps,))
     stream = stream.transpose(tuple(range(len(expected)))[::-1] + (len(expected),))
@@ -135,35 +188,51 @@ def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
     else:
         source.s_out.connect(first.inp)
 
-    for _, block in blocks:
-        targets = [block.neuron.u, block.neuron.v]
+    def buffer(synapse):
+        return synapse.a_buff if hasattr(synapse, "a_buff") else synapse.a_buf
+
+    for index, block in blocks:
+        targets = [block.neuron.u]
         synapse = getattr(block, "synapse", None)
         if synapse is not None:
-            targets.append(synapse.a_buff if hasattr(synapse, "a_buff") else synapse.a_buf)
+            targets.append(buffer(synapse))
+        if getattr(net.layers[index], "v_init", None) is not None:
+            ResetTo(value=initial_voltage(net.layers[index]), interval=steps,
+                    offset=steps - 1).connect_var(block.neuron.v)
+        else:
+            targets.append(block.neuron.v)
         for var in targets:
             io.reset.Reset(interval=steps, offset=steps - 1).connect_var(var)
+    for proc in skips:
+        io.reset.Reset(interval=steps, offset=steps - 1).connect_var(buffer(proc))
 
     recorded = blocks if record_all else blocks[-1:]
+    workdir = tempfile.mkdtemp(prefix="snn2loihi-lava-")
     sinks = []
     for index, block in recorded:
-        sink = io.sink.RingBuffer(shape=block.out.shape, buffer=n * steps)
+        path = os.path.join(workdir, f"layer{index}.npy")
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.int8, shape=tuple(block.out.shape) + (n * steps,))
+        sink = SpikeRecorder(shape=tuple(block.out.shape), path=path)
         block.out.connect(sink.a_in)
-        sinks.append((index, sink))
+        sinks.append((index, path))
 
     result = SimResult()
     try:
-        source.run(condition=RunSteps(num_steps=n * steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        for index, sink in sinks:
-            data = np.asarray(sink.data.get())  # (*WHC, N·T)
+        try:
+            source.run(condition=RunSteps(num_steps=n * steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        except Exception as err:  # Lava raises bare Exceptions from its runtime
+            raise LavaRunError(f"Lava run failed: {type(err).__name__}: {str(err).strip()[:300]}") from err
+        finally:
+            try:
+                source.stop()
+            except Exception:  # the runtime never started: nothing to stop
+                pass
+        for index, path in sinks:
+            data = np.load(path)  # (*WHC, N·T)
             shape = net.layers[index].out_shape
             data = data.transpose(tuple(range(len(shape)))[::-1] + (len(shape),))  # (*CHW, N·T)
             data = data.reshape(shape + (n, steps))
             result.spikes[index] = np.moveaxis(data, -2, 0).astype(np.uint8)
-    except Exception as err:  # Lava raises bare Exceptions from its runtime
-        raise LavaRunError(f"Lava run failed: {type(err).__name__}: {str(err).strip()[:300]}") from err
     finally:
-        try:
-            source.stop()
-        except Exception:  # the runtime may never have started; nothing to stop then
-            pass
+        shutil.rmtree(workdir, ignore_errors=True)
     return result
