@@ -63,6 +63,30 @@ def demo_like_network(seed: int = 0) -> Network:
                    source="bench: demo-like random network")
 
 
+def vgg_like_network(seed: int = 0) -> Network:
+    """A VGG-style stack on (1, 16, 16): two 3×3 convs per stage, pooling between stages."""
+    rng = np.random.default_rng(seed)
+
+    def weight(shape, std):
+        return np.clip(np.round(rng.normal(0, std, size=shape) / 2) * 2, -256, 254).astype(np.int64)
+
+    def soft(vth):
+        return NeuronSpec("CUBA_SOFT", i_decay=4096, v_decay=0, vth_mant=vth)
+
+    layers = [InputLayer((1, 16, 16))]
+    shape, channels = (1, 16, 16), 1
+    for width, vth in ((16, 150), (32, 300)):
+        for _ in range(2):
+            conv = ConvLayer(shape, weight((width, channels, 3, 3), 90 / np.sqrt(channels)), soft(vth), padding=1)
+            layers.append(conv)
+            shape, channels = conv.out_shape, width
+        pool = PoolLayer(shape, np.full((2, 2), 64), soft(160))
+        layers.append(pool)
+        shape = pool.out_shape
+    layers += [FlattenLayer(shape), DenseLayer(weight((10, int(np.prod(shape))), 40), soft(300))]
+    return Network(layers, source="bench: VGG-style random network")
+
+
 def make_input(net: Network, n: int, steps: int, seed: int) -> np.ndarray:
     """(N, *input_shape, steps + latency): Bernoulli spikes (rate 0.3 per step, scaled by a
     random per-pixel intensity), or integer currents when the input layer has a neuron."""

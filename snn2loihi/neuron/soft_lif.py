@@ -83,6 +83,8 @@ class Neuron(SlayerNeuron):
         self.surrogate = surrogate if surrogate is not None else Exponential()
         self.fixed_point = fixed_point
         self.detach_reset = detach_reset
+        #: Use the fused time loop when possible (False: always the step-by-step reference).
+        self.fused = True
         self.current_decay = torch.nn.Parameter(torch.tensor([DECAY_UNITY * current_decay]),
                                                 requires_grad=requires_grad)
         self.voltage_decay = torch.nn.Parameter(torch.tensor([DECAY_UNITY * voltage_decay]),
@@ -140,7 +142,7 @@ class Neuron(SlayerNeuron):
             raise ValueError(f"expected input (N, ..., T) with at least 3 dimensions, found {tuple(z.shape)}")
         if self.shape is None:
             self.shape = z.shape[1:-1]
-        if self.current_decay.requires_grad or self.voltage_decay.requires_grad:
+        if not self.fused or self.current_decay.requires_grad or self.voltage_decay.requires_grad:
             return self.forward_reference(z)
         rest = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         decays = [d.detach().clamp(0, DECAY_UNITY) for d in (self.current_decay, self.voltage_decay)]

@@ -9,6 +9,10 @@ response.
 
 Input ``x`` is (N, *input_shape, T): binary spikes when the input layer has no neuron,
 otherwise the integers the input neuron's ``a_in`` port receives each step.
+
+A layer with a :class:`~snn2loihi.ir.Skip` adds its second synapse group's output, also
+delayed by one step, to ``a_in`` (as Lava sums two connections into one port); a layer
+with ``v_init`` starts every sample from that voltage instead of 0.
 """
 from __future__ import annotations
 
@@ -18,9 +22,13 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from ..ir import DECAY_UNITY, FlattenLayer, InputLayer, Network, layer_neuron
+from ..ir import DECAY_UNITY, ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, PoolLayer, layer_neuron
 from ..neuron.fixed_point import ACT_SHIFT, BIAS_EXP, STATE_LIMIT, VTH_SHIFT, Overflow, lif_step
-from .synapses import Synapse, bias_tensor, magnitude, shift_one_step
+from .synapses import Synapse, bias_tensor, magnitude
+
+
+#: Steps simulated together per layer: bounds the emulator's working memory independently of T.
+TIME_CHUNK = 16
 
 
 @dataclass
@@ -59,6 +67,9 @@ class Emulator:
         self._synapses = {i: Synapse(layer, self.device) for i, layer in enumerate(net.layers)
                           if i > 0 and not isinstance(layer, FlattenLayer)}
         self._bias = {i: bias_tensor(layer, self.device) for i, layer in enumerate(net.layers)}
+        self._v_init = {i: _v_init_tensor(layer, self.device) for i, layer in enumerate(net.layers)}
+        self._skips = {i: Synapse(net.skip_synapse(i), self.device) for i, layer in enumerate(net.layers)
+                       if getattr(layer, "skip", None) is not None}
 
     def run(self, x: np.ndarray | torch.Tensor, record_all: bool = False, batch_size: int = 256,
             progress: Optional[Iterable] = None) -> SimResult:
@@ -70,72 +81,135 @@ class Emulator:
             batch_size: samples simulated together.
             progress: optional callable wrapping the batch iterator (e.g. ``tqdm``).
         """
-        x = torch.as_tensor(np.asarray(x), dtype=torch.int64)
+        x = torch.as_tensor(np.asarray(x))  # kept in its integer dtype; batches widen it
+        if x.is_floating_point() or x.dtype == torch.bool:
+            x = x.to(torch.int64)
         expected = tuple(self.net.input.shape)
         if x.ndim != len(expected) + 2 or tuple(x.shape[1:-1]) != expected:
             raise ValueError(f"input has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, expected))}, T)")
         result = SimResult()
         chunks: dict[int, list] = {}
+        last = len(self.net.layers) - 1
+        keep = {i for i, _ in self.net.neuron_layers} if record_all else {last}
         starts = range(0, x.shape[0], batch_size)
         for start in (progress(starts) if progress else starts):
             batch = x[start:start + batch_size].to(self.device)
-            for index, spikes in self._run_batch(batch, result).items():
-                if record_all or index == len(self.net.layers) - 1:
+            for index, spikes in self._run_batch(batch, result, keep).items():
+                if index in keep:
                     chunks.setdefault(index, []).append(spikes.to(torch.uint8).cpu().numpy())
         result.spikes = {i: np.concatenate(c) for i, c in chunks.items()}
         return result
 
-    def _run_batch(self, x: torch.Tensor, result: SimResult) -> dict:
-        spikes: dict = {}
+    def _run_batch(self, x: torch.Tensor, result: SimResult, keep: set) -> dict:
+        """Spikes (B, *shape, T) of the layers in ``keep`` for one batch.
+
+        Time is streamed through the whole network in chunks of ``TIME_CHUNK`` steps: every
+        layer advances one chunk (its synaptic input, then its neuron loop) before the next
+        chunk starts, carrying u, v and the last presynaptic step of each synapse (Lava's
+        one-step buffer) across chunks. Working memory is therefore independent of T.
+        """
+        steps = x.shape[-1]
         # Without an input neuron, x feeds a synapse whose port is binary: Lava reads any
         # non-zero value as a spike.
-        s = x if self.net.input.neuron is not None else x != 0
+        stream = x if self.net.input.neuron is not None else x != 0
+        populations = self._populations(magnitude(stream), steps, result)
+        outputs: dict = {i: [] for i in keep if i in populations}
+        for t0 in range(0, steps, TIME_CHUNK):
+            chunk = stream[..., t0:min(steps, t0 + TIME_CHUNK)]
+            spikes: dict = {}
+            s = chunk
+            for i, layer in enumerate(self.net.layers):
+                if isinstance(layer, FlattenLayer):
+                    s = s.reshape(s.shape[0], -1, s.shape[-1])
+                    continue
+                if isinstance(layer, InputLayer) and layer.neuron is None:
+                    continue
+                if isinstance(layer, InputLayer):
+                    pres = [chunk]
+                else:
+                    pres = [s] + ([spikes[layer.skip.source]] if i in self._skips else [])
+                s = populations[i].advance(pres)
+                spikes[i] = s
+                if i in outputs:
+                    outputs[i].append(s)
+        return {i: torch.cat(parts, dim=-1) for i, parts in outputs.items()}
+
+    def _populations(self, input_magnitude: int, steps: int, result: SimResult) -> dict:
+        """One :class:`_Population` per layer that owns neurons, with its overflow bound."""
+        populations = {}
         for i, layer in enumerate(self.net.layers):
-            if isinstance(layer, FlattenLayer):
-                s = s.reshape(s.shape[0], -1, s.shape[-1])
+            if isinstance(layer, FlattenLayer) or (isinstance(layer, InputLayer) and layer.neuron is None):
                 continue
             if isinstance(layer, InputLayer):
-                if layer.neuron is None:
-                    continue
-                a = x  # the input port drives the input neuron directly, no synaptic delay
-                max_in = magnitude(x)
+                drives = [(None, input_magnitude)]
             else:
-                max_in = self._synapses[i].max_abs_input(magnitude(s))
-                a, wraps = self._synaptic_input(i, s)
-                result.conv_wraps += wraps
-            s = self._integrate(layer_neuron(layer), a, self._bias[i], max_in, result.overflow)
-            spikes[i] = s
-        return spikes
+                first = not any(isinstance(l, (DenseLayer, ConvLayer, PoolLayer)) or
+                                (isinstance(l, InputLayer) and l.neuron is not None) for l in self.net.layers[:i])
+                drives = [(self._synapses[i], input_magnitude if first else 1)]
+                if i in self._skips:
+                    drives.append((self._skips[i], 1))
+            populations[i] = _Population(layer_neuron(layer), drives, self._bias[i], self._v_init[i], steps, result)
+        return populations
 
-    def _synaptic_input(self, index: int, s: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """All T steps of one synapse layer at once: (B, *in, T) → delayed (B, *out, T)."""
-        b, t = s.shape[0], s.shape[-1]
-        flat = s.movedim(-1, 1).reshape((b * t,) + tuple(s.shape[1:-1]))
-        a, wraps = self._synapses[index](flat)
-        a = a.reshape((b, t) + tuple(a.shape[1:])).movedim(1, -1)
-        return shift_one_step(a), wraps
 
-    @staticmethod
-    def _integrate(neuron, a: torch.Tensor, bias: Optional[torch.Tensor], max_in: int,
-                   overflow: Overflow) -> torch.Tensor:
-        """Run the neurons over all steps of ``a`` (B, *shape, T) → spikes (B, *shape, T).
+class _Population:
+    """One layer's neurons and the synapses that drive them, advanced chunk by chunk.
 
-        When a conservative bound shows u and v cannot leave 24 bits within T steps
-        (|u| ≤ T·max|a|·64, |v| ≤ T·(max|u| + |bias|·64) + θ·64), the per-step wrap/clip is
-        skipped, and without a decay multiply the states fit int32.
-        """
-        steps = a.shape[-1]
+    When a conservative bound shows u and v cannot leave 24 bits within T steps
+    (|u| ≤ T·max|a|·64, |v| ≤ |v_init| + T·(max|u| + |bias|·64) + θ·64), the per-step
+    wrap/clip is skipped, and without a decay multiply the states fit int32.
+    """
+
+    def __init__(self, neuron, drives: list, bias: Optional[torch.Tensor], v_init: Optional[torch.Tensor],
+                 steps: int, result: SimResult):
+        self.neuron = neuron
+        self.synapses = [synapse for synapse, _ in drives]
+        max_in = sum(size if syn is None else syn.max_abs_input(size) for syn, size in drives)
         max_bias = int(bias.abs().max()) if bias is not None else 0
         bound_u = max_in << ACT_SHIFT if neuron.i_decay == DECAY_UNITY else steps * (max_in << ACT_SHIFT)
         bound_v = steps * (bound_u + (max_bias << BIAS_EXP)) + (neuron.vth_mant << VTH_SHIFT)
-        may_overflow = bound_u >= STATE_LIMIT or bound_v >= STATE_LIMIT - 1
+        bound_v += int(v_init.abs().max()) if v_init is not None else 0
+        self.may_overflow = bound_u >= STATE_LIMIT or bound_v >= STATE_LIMIT - 1
         no_multiply = neuron.i_decay in (0, DECAY_UNITY) and neuron.v_decay in (0, DECAY_UNITY)
-        dtype = torch.int32 if no_multiply and not may_overflow else torch.int64
-        a_t = a.movedim(-1, 0).to(dtype).contiguous()  # time first: contiguous steps
-        b = bias.to(dtype) if bias is not None else 0
-        u = torch.zeros(a_t.shape[1:], dtype=dtype, device=a.device)
-        v = torch.zeros_like(u)
+        self.dtype = torch.int32 if no_multiply and not self.may_overflow else torch.int64
+        self.bias = bias.to(self.dtype) if bias is not None else 0
+        self.v_init = v_init
+        self.result = result
+        self.u = self.v = None
+        #: Last presynaptic step seen by each synapse (delivered at the next chunk's first step).
+        self.last = [None] * len(drives)
+
+    def advance(self, pres: list) -> torch.Tensor:
+        """Spikes (B, *shape, t) for the next t steps, given each drive's presynaptic chunk."""
+        a = None
+        for k, (synapse, pre) in enumerate(zip(self.synapses, pres)):
+            part = pre.to(torch.int64) if synapse is None else self._delayed(k, synapse, pre)
+            a = part if a is None else a + part
+        a_t = a.movedim(-1, 0).to(self.dtype).contiguous()  # time first: contiguous steps
+        if self.u is None:
+            self.u = torch.zeros(a_t.shape[1:], dtype=self.dtype, device=a.device)
+            self.v = torch.zeros_like(self.u) if self.v_init is None else self.u + self.v_init.to(self.dtype)
         out = torch.empty(a_t.shape, dtype=torch.bool, device=a.device)
-        for t in range(steps):
-            u, v, out[t] = lif_step(u, v, a_t[t], neuron, b, overflow, may_overflow)
+        for t in range(a_t.shape[0]):
+            self.u, self.v, out[t] = lif_step(self.u, self.v, a_t[t], self.neuron, self.bias,
+                                              self.result.overflow, self.may_overflow)
         return out.movedim(0, -1)
+
+    def _delayed(self, k: int, synapse: Synapse, pre: torch.Tensor) -> torch.Tensor:
+        """Synaptic input for the chunk: what ``pre`` (B, *in, t) sent one step earlier."""
+        previous = self.last[k] if self.last[k] is not None else torch.zeros_like(pre[..., :1])
+        self.last[k] = pre[..., -1:]
+        shifted = torch.cat([previous, pre[..., :-1]], dim=-1)
+        b, t = shifted.shape[0], shifted.shape[-1]
+        a, wraps = synapse(shifted.movedim(-1, 1).reshape((b * t,) + tuple(shifted.shape[1:-1])))
+        self.result.conv_wraps += wraps
+        return a.reshape((b, t) + tuple(a.shape[1:])).movedim(1, -1)
+
+
+def _v_init_tensor(layer, device: torch.device) -> Optional[torch.Tensor]:
+    """Initial voltages (raw units) broadcastable to (B, *out_shape), or None."""
+    v_init = getattr(layer, "v_init", None)
+    if v_init is None:
+        return None
+    v = torch.as_tensor(v_init, dtype=torch.int64, device=device)
+    return v.reshape(-1, 1, 1) if len(layer.out_shape) == 3 else v
