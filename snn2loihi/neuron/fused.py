@@ -35,11 +35,21 @@ import torch
 from .surrogate import Surrogate
 
 
-def _decay(x: torch.Tensor, decay: torch.Tensor, unity: int, s_scale: Optional[int]) -> torch.Tensor:
-    kept = x * (unity - decay) / unity
-    if s_scale is None:
-        return kept
-    return torch.trunc(kept * s_scale) / s_scale
+def _decay_factors(decay: torch.Tensor, unity: int, s_scale: Optional[int]) -> tuple:
+    """(k, k·S, 1/S) for ``D(x) = trunc(x·k·S)/S``, k = (4096 - d)/4096.
+
+    Multiplying by k·S equals the reference's ``x·(4096 - d)/4096·S`` bit for bit: the
+    divisions and S are powers of two, which only shift the exponent of a float.
+    """
+    k = (unity - decay) / unity
+    return k, (k * s_scale if s_scale is not None else k), (1.0 / s_scale if s_scale is not None else None)
+
+
+def _decay(x: torch.Tensor, factors: tuple) -> torch.Tensor:
+    _, k_scaled, inverse = factors
+    if inverse is None:
+        return x * k_scaled
+    return torch.trunc(x * k_scaled).mul_(inverse)
 
 
 class _LifSequence(torch.autograd.Function):
@@ -48,40 +58,40 @@ class _LifSequence(torch.autograd.Function):
                 theta: float, soft: bool, detach_reset: bool, surrogate: Surrogate, unity: int,
                 s_scale: Optional[int]) -> torch.Tensor:
         steps = z.shape[-1]
-        u = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
-        v = v0
-        flush_u = bool(i_decay.item() == unity) if s_scale is not None else False
-        pre = torch.empty((steps,) + u.shape, dtype=z.dtype, device=z.device)
-        out = torch.empty_like(pre)
+        shape = z.shape[:-1]
+        i_factors = _decay_factors(i_decay, unity, s_scale)
+        v_factors = _decay_factors(v_decay, unity, s_scale)
+        flush_u = bool(i_decay.item() == unity)  # D_i(u) = 0: u is this step's input
+        pre = torch.empty((steps,) + shape, dtype=z.dtype, device=z.device)
+        fired = torch.empty((steps,) + shape, dtype=torch.bool, device=z.device)
         dts = torch.empty_like(pre) if surrogate.needs_spike_time else None
-        last_spike = (torch.full_like(u, surrogate.initial_spike_time) if dts is not None else None)
+        last_spike = torch.full(shape, surrogate.initial_spike_time, dtype=z.dtype, device=z.device) \
+            if dts is not None else None
+        u = torch.zeros(shape, dtype=z.dtype, device=z.device)
+        v = v0
         for t in range(steps):
-            u = z[..., t] if flush_u else _decay(u, i_decay, unity, s_scale) + z[..., t]
-            p = _decay(v, v_decay, unity, s_scale) + u
-            s = ((p - theta) > 0).to(z.dtype)
-            pre[t] = p
-            out[t] = s
+            u = z[..., t] if flush_u else _decay(u, i_factors) + z[..., t]
+            p = torch.add(_decay(v, v_factors), u, out=pre[t])
+            s = torch.gt(p, theta, out=fired[t])  # == (p - θ > 0) exactly
             if dts is not None:
                 dts[t] = t - last_spike
-                last_spike = last_spike.masked_fill(s > 0, float(t))
-            v = p - theta * s if soft else p * (1 - s)
-        ctx.save_for_backward(pre, out, i_decay, v_decay)
+                last_spike = last_spike.masked_fill(s, float(t))
+            v = torch.where(s, p - theta, p) if soft else p.masked_fill(s, 0.0)
+        ctx.save_for_backward(pre, fired, i_factors[0], v_factors[0])
         ctx.dts = dts
-        ctx.settings = (theta, soft, detach_reset, surrogate, unity)
-        return out.movedim(0, -1)
+        ctx.settings = (theta, soft, detach_reset, surrogate)
+        return fired.to(z.dtype).movedim(0, -1)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        pre, out, i_decay, v_decay = ctx.saved_tensors
-        theta, soft, detach_reset, surrogate, unity = ctx.settings
-        k_i = (unity - i_decay) / unity
-        k_v = (unity - v_decay) / unity
+        pre, fired, k_i, k_v = ctx.saved_tensors
+        theta, soft, detach_reset, surrogate = ctx.settings
         grad_s = grad_out.movedim(-1, 0)
         grad_z = torch.empty_like(pre)
         g_v = torch.zeros_like(pre[0])
-        g_u = torch.zeros_like(pre[0])
+        g_u = None
         for t in range(pre.shape[0] - 1, -1, -1):
-            p, s = pre[t], out[t]
+            p = pre[t]
             x = p - theta
             sigma = (surrogate.derivative(x, theta, ctx.dts[t]) if surrogate.needs_spike_time
                      else surrogate.derivative(x, theta))
@@ -89,9 +99,11 @@ class _LifSequence(torch.autograd.Function):
                 g_s = grad_s[t]
             else:
                 g_s = grad_s[t] - g_v * (theta if soft else p)
-            g_p = (g_v if soft else g_v * (1 - s)) + g_s * sigma
-            grad_z[t] = g_p + g_u
-            g_u = grad_z[t] * k_i
+            g_p = g_s * sigma
+            g_p += g_v if soft else g_v.masked_fill(fired[t], 0.0)
+            out = grad_z[t]
+            torch.add(g_p, g_u, out=out) if g_u is not None else out.copy_(g_p)
+            g_u = out * k_i
             g_v = g_p * k_v
         return grad_z.movedim(0, -1), None, None, None, None, None, None, None, None, None
 
