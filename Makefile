@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= demo_out
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-data clean
 
 $(VENV)/.installed: pyproject.toml
 	@py=$$(bash scripts/find_python310.sh) || exit 1; \
@@ -22,6 +22,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/emulator_vs_lava.py
+
+# Full Fashion-MNIST (60k/10k IDX files) for bench/methods.py, from Debian's package (root).
+bench-data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || apt-get install -y dataset-fashion-mnist
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -7,6 +7,9 @@ fixed-point description (``snn2loihi.ir``) → netx file (``snn2loihi.netx``) / 
 # Lava's message infrastructure calls multiprocessing.set_start_method('fork') when it is
 # first imported and raises if anything (tqdm's write lock, for one) has fixed the start
 # method before. Importing it first keeps every later import order working.
-import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+try:
+    import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+except (ImportError, ValueError):  # Lava absent or on an unsupported Python (3.11+):
+    pass  # training and the emulator still work; the Lava backend reports what is missing
 
 __version__ = "0.1.0"

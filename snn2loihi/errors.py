@@ -25,3 +25,25 @@ class QuantizationError(Snn2LoihiError):
 
 class LavaRunError(Snn2LoihiError):
     """A Lava run failed; the runtime has been stopped."""
+
+
+class DataError(Snn2LoihiError):
+    """A data file or folder is missing, truncated or malformed (names file and byte offset)."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class TrainingError(Snn2LoihiError):
+    """Training cannot go on: a non-finite loss or gradient, or a recipe that does not fit."""
+
+
+class CheckpointError(Snn2LoihiError):
+    """A checkpoint is missing, unreadable, or does not match the recipe."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

@@ -9,7 +9,15 @@ Loihi integer, exactly as it is stored in a netx file:
   (C_out, C_in / groups, kH, kW), pool (kH, kW);
 - neuron decays are 12-bit fractions of 4096, thresholds are mantissas that the
   hardware left-shifts by 6, biases are mantissas with exponent 6;
-- layer shapes are (C, H, W) or (F,), as slayer writes them.
+- layer shapes are (C, H, W) or (F,), as slayer writes them;
+- initial voltages ``v_init`` are raw 24-bit v values (the unit of ``vth_mant << 6``).
+
+Layers normally read the layer before them. A Dense or Conv layer may also carry a
+:class:`Skip`: a second synapse group that reads the spikes of a named earlier layer and
+drives the same neuron population (residual connections). Every synapse adds one step of
+delay, so a skip from layer j into layer i delivers j's spikes ``(i - j) - 1`` steps before
+while the chain through the synapse layers between them takes one step per synapse layer
+(see ``docs/residual.md``).
 
 Validation happens in ``__post_init__`` so that an invalid description can never reach
 a backend. Errors are ``ValueError`` with a message that names the field; the netx
@@ -108,6 +116,66 @@ class NeuronSpec:
         return self.kind == SOFT_RESET_TYPE
 
 
+@dataclass
+class Skip:
+    """A second synapse group into a layer's neurons, reading the spikes of an earlier layer.
+
+    The layer's neurons receive ``a = W·s_prev + W_skip·s_source`` (Lava sums the two
+    synapse outputs at the neuron's ``a_in`` port). Like every synapse the skip delivers at
+    step t what its source emitted at t-1.
+
+    Attributes:
+        source: index of an earlier layer that owns neurons (not the input layer unless it
+            has a neuron, never a flatten layer); the skip reads its output spikes.
+        weight: dense (out, in) with ``in`` = the source's neuron count (a (C, H, W) source is
+            read in C order, as after a flatten), or conv (C_out, C_src / groups, kH, kW);
+            integers on the same grid as the layer's own weights.
+        stride, padding, dilation, groups: conv geometry, (y, x) pairs in torch order.
+    """
+
+    source: int
+    weight: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        self.source = int(self.source)
+        self.weight = _check_int_array("skip weight", self.weight)
+        if self.weight.ndim not in (2, 4):
+            raise ValueError(f"skip weight must be dense (out, in) or conv (C_out, C_in, kH, kW), "
+                             f"found shape {self.weight.shape}")
+        self.stride = _pair("skip stride", self.stride)
+        self.padding = _pair("skip padding", self.padding)
+        self.dilation = _pair("skip dilation", self.dilation)
+        self.groups = int(self.groups)
+        if self.is_dense and (self.stride, self.padding, self.dilation, self.groups) != ((1, 1), (0, 0), (1, 1), 1):
+            raise ValueError("a dense skip has no stride, padding, dilation or groups")
+
+    @property
+    def is_dense(self) -> bool:
+        return self.weight.ndim == 2
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        """(kH, kW) of a conv skip."""
+        return int(self.weight.shape[-2]), int(self.weight.shape[-1])
+
+    def synapse(self, in_shape: tuple, neuron: "NeuronSpec") -> Union["DenseLayer", "ConvLayer"]:
+        """The skip's synapse as a layer reading ``in_shape`` (validated), for the backends'
+        synapse code; ``neuron`` is the target layer's (the synapse ignores it)."""
+        if self.is_dense:
+            if int(np.prod(in_shape)) != self.weight.shape[1]:
+                raise ValueError(f"dense skip weight {self.weight.shape} does not fit a source of shape "
+                                 f"{tuple(in_shape)}")
+            return DenseLayer(self.weight, neuron)
+        if len(in_shape) != 3:
+            raise ValueError(f"a conv skip needs a (C, H, W) source, found shape {tuple(in_shape)}")
+        return ConvLayer(in_shape, self.weight, neuron, stride=self.stride, padding=self.padding,
+                         dilation=self.dilation, groups=self.groups)
+
+
 #: What netx builds for a dense layer stored without a ``neuron`` group: a non-leaky
 #: current integrator whose threshold is never reached (a readout).
 READOUT_NEURON = NeuronSpec(kind="CUBA", i_decay=0, v_decay=DECAY_UNITY, vth_mant=1 << 17)
@@ -146,16 +214,22 @@ class DenseLayer:
         weight: (out, in) integers as stored in the file.
         bias: (out,) bias mantissas (exponent 6) or None.
         neuron: neuron parameters; None for a readout layer (see ``READOUT_NEURON``).
+        skip: optional second synapse group from an earlier layer (soft-reset neurons only).
+        v_init: (out,) initial v of every sample (raw 24-bit units) or None for rest (0);
+            soft-reset neurons only.
     """
 
     weight: np.ndarray
     neuron: Optional[NeuronSpec]
     bias: Optional[np.ndarray] = None
+    skip: Optional[Skip] = None
+    v_init: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.weight = _check_int_array("dense weight", self.weight, ndim=2)
         if self.bias is not None:
             self.bias = _bias("dense bias", self.bias, self.weight.shape[0])
+        _check_extensions(self, self.weight.shape[0])
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -174,6 +248,7 @@ class ConvLayer:
         in_shape: (C_in, H, W) of the incoming spikes.
         weight: (C_out, C_in / groups, kH, kW) integers.
         stride, padding, dilation: (y, x) pairs in torch order.
+        skip, v_init: as for :class:`DenseLayer` (v_init per output channel).
     """
 
     in_shape: tuple[int, ...]
@@ -184,6 +259,8 @@ class ConvLayer:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     bias: Optional[np.ndarray] = None
+    skip: Optional[Skip] = None
+    v_init: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.in_shape = _shape("conv input shape", self.in_shape, ndim=3)
@@ -201,8 +278,10 @@ class ConvLayer:
                              f"{self.in_shape[0]} input channels")
         if min(self.out_shape) < 1:
             raise ValueError(f"conv output shape {self.out_shape} is empty for input {self.in_shape}")
+        _shape("conv output shape", self.out_shape)  # huge padding must not pass as a network
         if self.bias is not None:
             self.bias = _bias("conv bias", self.bias, c_out)
+        _check_extensions(self, c_out)
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -225,6 +304,7 @@ class PoolLayer:
     Attributes:
         in_shape: (C, H, W).
         weight: (kH, kW) integers.
+        v_init: (C,) initial v per channel (raw units) or None; soft-reset neurons only.
     """
 
     in_shape: tuple[int, ...]
@@ -233,6 +313,7 @@ class PoolLayer:
     stride: tuple[int, int] = (2, 2)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
+    v_init: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.in_shape = _shape("pool input shape", self.in_shape, ndim=3)
@@ -244,6 +325,8 @@ class PoolLayer:
             raise ValueError("pool stride/dilation must be >= 1 and padding >= 0")
         if min(self.out_shape) < 1:
             raise ValueError(f"pool output shape {self.out_shape} is empty for input {self.in_shape}")
+        _shape("pool output shape", self.out_shape)  # huge padding must not pass as a network
+        _check_extensions(self, self.in_shape[0])
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -304,9 +387,28 @@ class Network:
             if not ok:
                 raise ValueError(f"layer {i} ({type(layer).__name__}) expects input {expected}, "
                                  f"but layer {i - 1} produces {tuple(shape)}")
+            if getattr(layer, "skip", None) is not None:
+                self._check_skip(i, layer)
             shape = layer.out_shape
         if isinstance(self.layers[-1], FlattenLayer):
             raise ValueError("the network cannot end with a flatten layer")
+
+    def _check_skip(self, i: int, layer) -> None:
+        src = layer.skip.source
+        if not 0 <= src < i:
+            raise ValueError(f"layer {i}: skip source {src} is not an earlier layer")
+        source = self.layers[src]
+        if isinstance(source, FlattenLayer) or (isinstance(source, InputLayer) and source.neuron is None):
+            raise ValueError(f"layer {i}: skip source {src} ({type(source).__name__}) owns no neurons")
+        synapse = layer.skip.synapse(source.out_shape, layer.neuron)
+        if tuple(synapse.out_shape) != tuple(layer.out_shape):
+            raise ValueError(f"layer {i}: skip from layer {src} produces {tuple(synapse.out_shape)}, "
+                             f"the layer has {tuple(layer.out_shape)} neurons")
+
+    def skip_synapse(self, i: int) -> Union["DenseLayer", "ConvLayer"]:
+        """The skip of layer ``i`` as a synapse layer reading its source's output shape."""
+        layer = self.layers[i]
+        return layer.skip.synapse(self.layers[layer.skip.source].out_shape, layer.neuron)
 
     @property
     def input(self) -> InputLayer:
@@ -326,7 +428,8 @@ class Network:
 
     @property
     def latency(self) -> int:
-        """Time steps from an input to the last layer's response: one per synapse layer."""
+        """Time steps from an input to the last layer's response: one per synapse layer
+        (skips only add shorter paths, so the chain through every layer is the longest)."""
         return len(self.synaptic_layers)
 
     @property
@@ -364,6 +467,28 @@ def _bias(name: str, bias, n: int) -> np.ndarray:
     if np.abs(arr).max(initial=0) > 4095:
         raise ValueError(f"{name} mantissa must be within the 13-bit range -4096..4095")
     return arr
+
+
+def _check_extensions(layer, channels: int) -> None:
+    """Validate a layer's optional ``v_init`` and ``skip``: both are extensions of the
+    soft-reset neuron (CUBA_SOFT, which stock netx refuses rather than misread)."""
+    skip = getattr(layer, "skip", None)
+    if layer.v_init is None and skip is None:
+        return
+    if layer.neuron is None or not layer.neuron.soft_reset:
+        raise ValueError("v_init and skip need soft-reset (CUBA_SOFT) neurons: stock netx would "
+                         "silently drop them from a CUBA layer")
+    if skip is not None and not isinstance(skip, Skip):
+        raise ValueError(f"skip must be a Skip, found {type(skip).__name__}")
+    if layer.v_init is not None:
+        arr = _check_int_array("v_init", np.atleast_1d(np.asarray(layer.v_init)).ravel())
+        if arr.size == 1:
+            arr = np.repeat(arr, channels)
+        if arr.size != channels:
+            raise ValueError(f"v_init has {arr.size} values for {channels} channels/neurons")
+        if np.abs(arr).max(initial=0) >= 1 << (STATE_BITS - 1):
+            raise ValueError("v_init must lie within the 24-bit range ±(2^23 - 1)")
+        layer.v_init = arr
 
 
 def _conv_hw(hw, kernel, stride, padding, dilation) -> tuple[int, int]:

@@ -6,6 +6,10 @@ For a block with weight scale ``s`` (the neuron's ``scale``, 64 = weight exponen
   splits W into an 8-bit mantissa and a shared exponent with ``optimize_weight_bits``);
 - decays: ``iDecay = round(4096·current_decay)``, ``vDecay = round(4096·voltage_decay)``;
 - threshold: ``vThMant = θ·s`` (exact: the neuron already keeps θ on the 1/s grid);
+- initial voltage: ``v_init = round(v0·s·64)`` raw v units (the neuron's ``v_init``);
+- a block's ``skip`` (``source`` layer index + a slayer ``synapse``, see
+  :mod:`snn2loihi.conversion.network`) becomes an :class:`~snn2loihi.ir.Skip` whose weights
+  take the same 8-bit grid as the block's own;
 - states: u, v are 24-bit; the report gives the largest synaptic input a layer can
   receive in one step (``Σ|W|`` over a neuron's inputs, ``<< 6``) against 2^23.
 
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from lava.lib.dl.slayer.block import base
+from lava.lib.dl.slayer.synapse import layer as slayer_synapse
 
 from . import ir
 from .errors import QuantizationError
@@ -107,6 +112,10 @@ def block_to_layer(block, name: str, report: QuantizationReport):
         raise QuantizationError(f"{name}: input shape unknown; build blocks inside a SpikingNetwork")
     record = LayerQuantization(name)
     report.layers.append(record)
+    if hasattr(block, "deployable"):
+        # Training-time blocks (batch norm, NeuNorm, ...) name the plain block they deploy
+        # as (or raise QuantizationError when they have none).
+        block = block.deployable()
     if isinstance(block, base.AbstractInput):
         return ir.InputLayer(in_shape)
     if isinstance(block, base.AbstractFlatten):
@@ -114,23 +123,32 @@ def block_to_layer(block, name: str, report: QuantizationReport):
     neuron = _neuron_spec(block.neuron, record)
     weight = _weights(block, record)
     syn = block.synapse
-    if isinstance(block, base.AbstractDense):
-        layer = ir.DenseLayer(weight.reshape(weight.shape[0], -1), neuron)
-    elif isinstance(block, base.AbstractConv):
-        layer = ir.ConvLayer(in_shape, weight[..., 0], neuron, stride=syn.stride[:2], padding=syn.padding[:2],
-                             dilation=syn.dilation[:2], groups=syn.groups)
-    elif isinstance(block, base.AbstractPool):
-        layer = ir.PoolLayer(in_shape, weight.reshape(weight.shape[2:4]), neuron, stride=syn.stride[:2],
-                             padding=syn.padding[:2], dilation=syn.dilation[:2])
-    else:
-        raise QuantizationError(f"{name}: block type {type(block).__name__} cannot be exported")
+    bias = _bias(block, record)
+    v_init = _v_init(block.neuron, record)
+    skip = _skip(block, record)
+    try:
+        if isinstance(block, base.AbstractDense):
+            layer = ir.DenseLayer(weight.reshape(weight.shape[0], -1), neuron, bias=bias, skip=skip, v_init=v_init)
+        elif isinstance(block, base.AbstractConv):
+            layer = ir.ConvLayer(in_shape, weight[..., 0], neuron, stride=syn.stride[:2], padding=syn.padding[:2],
+                                 dilation=syn.dilation[:2], groups=syn.groups, bias=bias, skip=skip, v_init=v_init)
+        elif isinstance(block, base.AbstractPool) and skip is None:
+            layer = ir.PoolLayer(in_shape, weight.reshape(weight.shape[2:4]), neuron, stride=syn.stride[:2],
+                                 padding=syn.padding[:2], dilation=syn.dilation[:2], v_init=v_init)
+        else:
+            raise QuantizationError(f"{name}: block type {type(block).__name__} cannot be exported"
+                                    + (" with a skip" if skip is not None else ""))
+    except ValueError as err:
+        raise QuantizationError(f"{name}: {err}") from None
     record.max_input_per_step = _max_input(layer) << ACT_SHIFT
     record.may_saturate = record.max_input_per_step >= STATE_LIMIT
     return layer
 
 
-def _weights(block, record: LayerQuantization) -> np.ndarray:
-    neuron, syn = block.neuron, block.synapse
+def _weights(block, record: LayerQuantization, synapse=None) -> np.ndarray:
+    """Integer weights of the block's synapse (or of ``synapse``, e.g. its skip, on the
+    block neuron's grid); the counts in ``record`` add up over both."""
+    neuron, syn = block.neuron, (block.synapse if synapse is None else synapse)
     scale = neuron.w_scale
     with torch.no_grad():
         w = syn.weight.detach().double().cpu()
@@ -139,13 +157,55 @@ def _weights(block, record: LayerQuantization) -> np.ndarray:
         q = neuron.quantize_8bit(w, descale=True).numpy()
     scaled = w.numpy() * scale
     clipped = (scaled > 254) | (scaled < -256)
-    record.weights = int(q.size)
-    record.weights_clipped = int(clipped.sum())
+    record.weights += int(q.size)
+    record.weights_clipped += int(clipped.sum())
     error = np.abs(scaled - q)[~clipped] / scale
-    record.weights_rounded = int((error > 1e-12).sum())
-    record.max_rounding_error = float(error.max(initial=0.0))
-    record.zero_weights = int((q == 0).sum())
+    record.weights_rounded += int((error > 1e-12).sum())
+    record.max_rounding_error = max(record.max_rounding_error, float(error.max(initial=0.0)))
+    record.zero_weights += int((q == 0).sum())
     return np.rint(q).astype(np.int64)
+
+
+def _v_init(neuron, record: LayerQuantization):
+    """Raw initial voltages ``round(v0 · s_scale)`` (the neuron's ``v_init``), or None."""
+    v0 = getattr(neuron, "v_init", None)
+    if v0 is None:
+        return None
+    raw = np.rint(v0.detach().double().cpu().numpy().reshape(-1) * neuron.s_scale).astype(np.int64)
+    if np.abs(raw).max(initial=0) >= STATE_LIMIT:
+        raise QuantizationError(f"{record.name}: initial voltage {int(np.abs(raw).max())} exceeds the 24-bit v")
+    return raw
+
+
+def _skip(block, record: LayerQuantization):
+    """The block's ``skip`` (``.source``, ``.synapse``) as an :class:`ir.Skip`, or None."""
+    skip = getattr(block, "skip", None)
+    if skip is None:
+        return None
+    weight = _weights(block, record, skip.synapse)
+    if isinstance(skip.synapse, slayer_synapse.Dense):
+        return ir.Skip(skip.source, weight.reshape(weight.shape[0], -1))
+    syn = skip.synapse
+    return ir.Skip(skip.source, weight[..., 0], stride=syn.stride[:2], padding=syn.padding[:2],
+                   dilation=syn.dilation[:2], groups=syn.groups)
+
+
+def _bias(block, record: LayerQuantization):
+    """Bias mantissas ``round(b · scale)`` of a synapse bias (a constant current per step,
+    slayer units), or None. Loihi adds ``bias << 6`` to v each step, which equals adding b
+    to the synaptic current when the neuron keeps no current (current_decay = 1)."""
+    bias = getattr(block.synapse, "bias", None)
+    if bias is None:
+        return None
+    neuron = block.neuron
+    if neuron.cx_current_decay != ir.DECAY_UNITY:
+        raise QuantizationError(f"{record.name}: a synapse bias deploys only with current_decay = 1 "
+                                f"(Loihi adds the bias to v, not to u)")
+    mant = np.rint(bias.detach().double().cpu().numpy().reshape(-1) * neuron.w_scale).astype(np.int64)
+    if np.abs(mant).max(initial=0) > 4095:
+        raise QuantizationError(f"{record.name}: bias mantissa {int(np.abs(mant).max())} exceeds the 13-bit "
+                                f"range ±4095")
+    return mant
 
 
 def _neuron_spec(neuron, record: LayerQuantization) -> ir.NeuronSpec:

@@ -1,10 +1,15 @@
-"""One-page PNG report of an :class:`~snn2loihi.accounting.Accounting`.
+"""PNG plots of an :class:`~snn2loihi.accounting.Accounting`.
 
-Panels: (a) firing rate per layer (spikes per neuron per step), (b) energy per layer in
-nJ per inference, SNN event model against the ANN baseline, (c) a spike raster of one
+Panels: (a) firing rate per layer (spikes per neuron per step), (b) synaptic ops per
+inference per layer, dense and effective (and spike messages when a core mapping was
+given), (c) energy per layer in nJ per inference: the Loihi event model (when priced),
+the compute-only formula and the ANN baseline side by side, (d) a spike raster of one
 sample across layers: each layer gets a band of equal height (stacked bottom to top in
 network order, labelled with name, neuron count and spike count) and its neurons,
 flattened in C order, are spread evenly inside the band.
+
+:func:`plot_report` puts all four on one page; :func:`write_plots` writes each to its own
+file (``firing_rate.png``, ``synops.png``, ``energy.png``, ``raster.png``).
 
 Matplotlib is used through its Agg canvas directly (no pyplot, so the global backend
 and any open figures are untouched). The file is written atomically: a temporary file
@@ -57,51 +62,65 @@ def _bar_scale(ax, values: np.ndarray) -> None:
         ax.set_yscale("log")
 
 
-def plot_report(acc: Accounting, sample_spikes: Mapping[str, np.ndarray], path: str,
-                title: Optional[str] = None) -> str:
-    """Write the report PNG to ``path`` (atomically) and return the path.
+def _layer_axis(ax, acc: Accounting) -> np.ndarray:
+    idx = np.arange(len(acc.layers))
+    ax.set_xticks(idx, [la.name for la in acc.layers], rotation=45, ha="right")
+    return idx
 
-    Args:
-        acc: the accounting of the run.
-        sample_spikes: {layer name: uint8 spikes (*shape, T)} of one sample, e.g. from
-            :func:`sample_spikes`; every array is flattened to (neurons, T).
-        path: output file (PNG).
-        title: optional figure title; a default names N, T and the energy ratio.
-    """
-    names = [la.name for la in acc.layers]
-    idx = np.arange(len(names))
-    fig = Figure(figsize=(12, 9), dpi=110, constrained_layout=True)
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2, height_ratios=(1, 1.3))
 
-    ax = fig.add_subplot(grid[0, 0])
+def panel_rates(ax, acc: Accounting) -> None:
+    """(a) Firing rate per layer, annotated."""
+    idx = _layer_axis(ax, acc)
     rates = np.array([la.firing_rate for la in acc.layers])
     ax.bar(idx, rates, color="tab:blue")
-    ax.set_xticks(idx, names, rotation=45, ha="right")
     ax.set_ylabel("firing rate (spikes / neuron / step)")
     ax.set_title(f"(a) firing rate per layer (T = {acc.timesteps})")
     for i, r in enumerate(rates):
         ax.annotate(f"{r:.3f}", (i, r), ha="center", va="bottom", fontsize=8)
 
-    ax = fig.add_subplot(grid[0, 1])
-    snn = np.array([la.energy_nj for la in acc.layers])
-    ann = np.array([la.ann_energy_nj for la in acc.layers])
-    width = 0.4
-    ax.bar(idx - width / 2, snn, width, label=f"SNN ({acc.snn_model.name})", color="tab:green")
-    ax.bar(idx + width / 2, np.where(ann > 0, ann, np.nan), width, label=f"ANN ({acc.ann_model.name})",
-           color="tab:gray")
-    _bar_scale(ax, np.concatenate([snn, ann]))
-    ax.set_xticks(idx, names, rotation=45, ha="right")
-    ax.set_ylabel("energy (nJ per inference)")
-    ratio = acc.ratio
-    ratio_txt = f"ANN/SNN = {ratio:.3g}" if ratio is not None else "ANN/SNN undefined"
-    ax.set_title(f"(b) energy per layer: SNN {acc.energy_nj:.4g} nJ, ANN {acc.ann_energy_nj:.4g} nJ, {ratio_txt}",
-                 fontsize=9)
+
+def panel_synops(ax, acc: Accounting) -> None:
+    """(b) Dense and effective synaptic ops (and spike messages) per inference."""
+    idx = _layer_axis(ax, acc)
+    series = [("synops (dense)", [la.synops_per_sample for la in acc.layers], "tab:purple"),
+              ("synops (effective)", [la.effective_synops_per_sample for la in acc.layers], "tab:pink")]
+    if acc.chip is not None:
+        series.append((f"spike messages ({acc.chip} mapping)", [la.spike_messages_per_sample for la in acc.layers],
+                       "tab:olive"))
+    width = 0.8 / len(series)
+    for k, (label, values, color) in enumerate(series):
+        ax.bar(idx + (k - (len(series) - 1) / 2) * width, np.asarray(values, float), width, label=label, color=color)
+    _bar_scale(ax, np.concatenate([np.asarray(v, float) for _, v, _ in series]))
+    ax.set_ylabel("operations per inference")
+    ax.set_title("(b) synaptic operations per layer (exact fan-out)")
     ax.legend(fontsize=8)
 
-    ax = fig.add_subplot(grid[1, :])
-    # one band of height 1 per layer (layer k at offset k), neurons spread evenly inside it, so a
-    # 10-neuron readout stays visible next to a 10^4-neuron conv layer
+
+def panel_energy(ax, acc: Accounting) -> None:
+    """(c) Energy per layer: event model (if priced), compute-only, ANN baseline."""
+    idx = _layer_axis(ax, acc)
+    series = []
+    if not acc.snn_model.measured_only:
+        series.append((f"SNN event model ({acc.snn_model.name})", [la.energy_nj for la in acc.layers], "tab:green"))
+    series += [(f"SNN compute-only ({acc.ann_model.name}, layer 1 MACs)",
+                [la.compute_energy_nj for la in acc.layers], "tab:cyan"),
+               (f"ANN ({acc.ann_model.name})", [la.ann_energy_nj for la in acc.layers], "tab:gray")]
+    width = 0.8 / len(series)
+    for k, (label, values, color) in enumerate(series):
+        v = np.asarray(values, float)
+        ax.bar(idx + (k - (len(series) - 1) / 2) * width, np.where(v > 0, v, np.nan), width, label=label,
+               color=color)
+    _bar_scale(ax, np.concatenate([np.asarray(v, float) for _, v, _ in series]))
+    ax.set_ylabel("energy (nJ per inference)")
+    snn = "n/a (measured only)" if acc.energy_nj is None else f"{acc.energy_nj:.4g}"
+    ax.set_title(f"(c) energy, nJ: SNN event {snn}, compute-only {acc.compute_energy_nj:.4g}, "
+                 f"ANN {acc.ann_energy_nj:.4g}", fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def panel_raster(ax, sample_spikes: Mapping[str, np.ndarray]) -> None:
+    """(d) One band of height 1 per layer (layer k at offset k), neurons spread evenly
+    inside it, so a 10-neuron readout stays visible next to a 10^4-neuron conv layer."""
     ticks, labels = [], []
     t_max = 1
     for k, (name, spikes) in enumerate(sample_spikes.items()):
@@ -119,13 +138,18 @@ def plot_report(acc: Accounting, sample_spikes: Mapping[str, np.ndarray], path: 
     ax.set_yticks(ticks, labels, fontsize=7)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("time step")
-    ax.set_title("(c) spike raster of one sample (one band per layer, neurons flattened in C order, "
+    ax.set_title("(d) spike raster of one sample (one band per layer, neurons flattened in C order, "
                  "index increasing upward)")
 
-    fig.suptitle(title or f"snn2loihi accounting: N = {acc.n_samples} samples, T = {acc.timesteps} steps; "
-                          f"energy model {acc.snn_model.name} (pre-silicon) vs {acc.ann_model.name}",
-                 fontsize=10)
 
+def _default_title(acc: Accounting) -> str:
+    kind = " (pre-silicon)" if acc.snn_model.name.startswith("LOIHI1") else ""
+    return (f"snn2loihi accounting: N = {acc.n_samples} samples, T = {acc.timesteps} steps; "
+            f"energy model {acc.snn_model.name}{kind} vs {acc.ann_model.name}")
+
+
+def save_figure(fig: Figure, path: str) -> str:
+    """Write ``fig`` as PNG to ``path`` atomically (temporary file + ``os.replace``)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -140,3 +164,48 @@ def plot_report(acc: Accounting, sample_spikes: Mapping[str, np.ndarray], path: 
             os.unlink(tmp)
         raise
     return path
+
+
+def _figure(size: tuple) -> Figure:
+    fig = Figure(figsize=size, dpi=110, constrained_layout=True)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_report(acc: Accounting, sample_spikes: Mapping[str, np.ndarray], path: str,
+                title: Optional[str] = None) -> str:
+    """Write the one-page report PNG (all four panels) to ``path`` and return the path.
+
+    Args:
+        acc: the accounting of the run.
+        sample_spikes: {layer name: uint8 spikes (*shape, T)} of one sample, e.g. from
+            :func:`sample_spikes`; every array is flattened to (neurons, T).
+        path: output file (PNG).
+        title: optional figure title; a default names N, T and the energy models.
+    """
+    fig = _figure((15, 9))
+    grid = fig.add_gridspec(2, 3, height_ratios=(1, 1.3))
+    panel_rates(fig.add_subplot(grid[0, 0]), acc)
+    panel_synops(fig.add_subplot(grid[0, 1]), acc)
+    panel_energy(fig.add_subplot(grid[0, 2]), acc)
+    panel_raster(fig.add_subplot(grid[1, :]), sample_spikes)
+    fig.suptitle(title or _default_title(acc), fontsize=10)
+    return save_figure(fig, path)
+
+
+#: File names :func:`write_plots` writes, one panel each.
+PLOT_FILES = {"firing_rate": "firing_rate.png", "synops": "synops.png", "energy": "energy.png",
+              "raster": "raster.png"}
+
+
+def write_plots(acc: Accounting, sample_spikes: Mapping[str, np.ndarray], folder: str) -> dict:
+    """Write each panel to its own PNG in ``folder``; returns {panel: path}."""
+    panels = {"firing_rate": (panel_rates, acc, (7, 4.5)), "synops": (panel_synops, acc, (7, 4.5)),
+              "energy": (panel_energy, acc, (8, 5)), "raster": (panel_raster, sample_spikes, (12, 6))}
+    out = {}
+    for name, (panel, data, size) in panels.items():
+        fig = _figure(size)
+        panel(fig.add_subplot(), data)
+        fig.suptitle(_default_title(acc), fontsize=8)
+        out[name] = save_figure(fig, os.path.join(folder, PLOT_FILES[name]))
+    return out

@@ -185,3 +185,28 @@ def assert_same_spikes(expected, actual, require_activity: bool = True,
             raise AssertionError(f"layer {index}: {mismatch} of {a.size} spike values differ "
                                  f"(first at index {tuple(int(i) for i in where)}; "
                                  f"counts {int(a.sum())} vs {int(b.sum())})")
+
+
+# --------------------------------------------------------------------------- processes
+
+def child_processes(pid: int) -> list:
+    """Live child processes of ``pid`` as "PID cmdline" strings, from /proc.
+
+    multiprocessing's resource tracker (one per Python process that used shared memory,
+    alive until that process exits) is not counted: it is no leftover of a Lava run.
+    """
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # the process ended while we looked
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == pid and state != "Z" and "multiprocessing.resource_tracker" not in cmdline:
+            children.append(f"{entry} {cmdline[:120]}")
+    return children

@@ -17,7 +17,7 @@ from ..errors import Snn2LoihiError
 
 EXIT_BAD_INPUT = 2
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ["demo", "info", "simulate", "energy"]
+COMMANDS = ["demo", "info", "simulate", "energy", "plan", "report", "deploy", "nir", "train", "export", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

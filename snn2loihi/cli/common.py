@@ -55,6 +55,8 @@ def run_file(args: argparse.Namespace, backend: str, record_all: bool):
 
     net = read_network(args.net)
     x = load_input(args.input, net)
+    if getattr(args, "samples", None):  # commands with --samples N run the first N only
+        x = x[:args.samples]
     if not args.no_pad:
         x = pad_time(x, net.latency)
     if backend == "lava":

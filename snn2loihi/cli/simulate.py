@@ -35,4 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} and {npz}")
     else:
         print(f"wrote {args.out}")
+    sat = result.overflow  # counted by the emulator only (Lava saturates the same way, uncounted)
+    if sat.current_wraps or sat.voltage_clips or result.conv_wraps:
+        print(f"note: 24-bit state saturation (the chip does the same): {sat.current_wraps} current wraps, "
+              f"{sat.voltage_clips} voltage clips, {result.conv_wraps} wrapped conv sums")
     return 0

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import NetxFormatError
 from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec,
-                  PoolLayer)
+                  PoolLayer, Skip)
 
 #: Layer types that netx knows but this toolkit does not run, with the reason.
 #: What h5py and numpy raise on malformed or corrupted content (h5py raises RuntimeError
@@ -112,7 +112,8 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
         if weight.shape[0] != n_out:
             raise ValueError(f"weight has {weight.shape[0]} rows but shape says {n_out} neurons")
         _check_weight_range(weight)
-        return DenseLayer(weight, _neuron(g) if "neuron" in g else None, _optional(g, "bias"))
+        return DenseLayer(weight, _neuron(g) if "neuron" in g else None, _optional(g, "bias"),
+                          skip=_skip(g), v_init=_optional(g, "vInit"))
     if kind == "conv":
         weight = _array(g, "weight")
         if weight.ndim == 5:
@@ -122,7 +123,8 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
         _check_weight_range(weight)
         layer = ConvLayer(in_shape, weight, _neuron(g), stride=_ints(g, "stride"),
                           padding=_ints(g, "padding"), dilation=_ints(g, "dilation"),
-                          groups=_scalar(g, "groups", 1), bias=_optional(g, "bias"))
+                          groups=_scalar(g, "groups", 1), bias=_optional(g, "bias"),
+                          skip=_skip(g), v_init=_optional(g, "vInit"))
         _check_declared_shape(g, layer.out_shape)
         return layer
     if kind == "pool":
@@ -132,10 +134,32 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
         _check_weight_range(weight)
         layer = PoolLayer(in_shape, weight.reshape(weight.shape[-2:]), _neuron(g),
                           stride=_ints(g, "stride"), padding=_ints(g, "padding"),
-                          dilation=_ints(g, "dilation"))
+                          dilation=_ints(g, "dilation"), v_init=_optional(g, "vInit"))
         _check_declared_shape(g, layer.out_shape)
         return layer
     raise ValueError(f"unknown layer type {kind!r}")
+
+
+def _skip(g: h5py.Group) -> Optional[Skip]:
+    """The layer's ``skip`` group (a second synapse group from an earlier layer), or None."""
+    if "skip" not in g:
+        return None
+    k = g["skip"]
+    if not isinstance(k, h5py.Group):
+        raise ValueError("'skip' must be a group")
+    weight = _array(k, "weight")
+    if weight.ndim == 5:
+        if weight.shape[4] != 1:
+            raise ValueError(f"5-D skip weight {weight.shape} must have a last axis of 1")
+        weight = weight[..., 0]
+    _check_weight_range(weight)
+    try:
+        if weight.ndim == 2:
+            return Skip(_scalar(k, "source"), weight)
+        return Skip(_scalar(k, "source"), weight, stride=_ints(k, "stride"), padding=_ints(k, "padding"),
+                    dilation=_ints(k, "dilation"), groups=_scalar(k, "groups", 1))
+    except ValueError as err:
+        raise ValueError(f"skip: {err}") from None
 
 
 def _neuron(g: h5py.Group) -> NeuronSpec:

@@ -3,7 +3,9 @@
 A network of hard-reset CUBA neurons with input/dense/conv/flatten layers comes out as a
 stock file that ``lava.lib.dl.netx.hdf5.Network`` loads unmodified. Soft-reset neurons
 are written with ``neuron/type = "CUBA_SOFT"`` and pooling as slayer's ``pool`` layer;
-stock netx refuses both instead of misreading them (see ``docs/netx_format.md``).
+stock netx refuses both instead of misreading them (see ``docs/netx_format.md``). Skip
+connections (a ``skip`` group) and initial voltages (``vInit``) exist only on CUBA_SOFT
+layers, so stock netx refuses those files too (``docs/residual.md``).
 
 The file is written to a temporary name and renamed, so a crash never leaves half a file.
 """
@@ -15,7 +17,7 @@ import tempfile
 import h5py
 import numpy as np
 
-from ..ir import ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer
+from ..ir import ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer, Skip
 
 
 def write_network(net: Network, path: str | os.PathLike) -> None:
@@ -74,8 +76,20 @@ def write_layer(g: h5py.Group, layer) -> None:
         raise TypeError(f"cannot write {type(layer).__name__}")
     if getattr(layer, "bias", None) is not None:
         g.create_dataset("bias", data=layer.bias.astype(np.float32))
+    if getattr(layer, "v_init", None) is not None:
+        g.create_dataset("vInit", data=layer.v_init.astype(np.int32))
+    if getattr(layer, "skip", None) is not None:
+        _skip(g.create_group("skip"), layer.skip)
     if layer.neuron is not None:
         _neuron(g, layer.neuron)
+
+
+def _skip(g: h5py.Group, skip: Skip) -> None:
+    g.create_dataset("source", data=skip.source)
+    g.create_dataset("weight", data=skip.weight.astype(np.float32))
+    if not skip.is_dense:
+        _geometry(g, skip)
+        g.create_dataset("groups", data=skip.groups)
 
 
 def _geometry(g: h5py.Group, layer) -> None:

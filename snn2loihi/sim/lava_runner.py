@@ -10,7 +10,9 @@ Many samples stream through one run: a RingBuffer source plays the samples back 
 back, each in a window of T steps, and ``Reset`` processes zero every neuron's u and v
 and every synapse's buffer after the last step of each window (v returns to the layer's
 ``v_init`` where it has one). Each sample therefore starts from rest, exactly as in the
-emulator. The runtime is always stopped.
+emulator. The runtime is always stopped, and a failure inside the run (a process model
+that raises or stalls) ends it within a poll interval instead of hanging it
+(:mod:`snn2loihi.sim.watchdog`).
 
 A layer's :class:`~snn2loihi.ir.Skip` becomes one more Lava Dense or Conv process that
 reads the source block's spikes and drives the block's neurons: both synapses connect to
@@ -25,13 +27,14 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError, LavaRunError
+from ..errors import InputError
 from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer,
                   layer_neuron)
 from ..lava_imports import netx as _netx
 from ..processes.recorder import SpikeRecorder
 from .emulator import SimResult
 from .synapses import dense_weights
+from .watchdog import run_watched
 
 
 def neuron_params(neuron: NeuronSpec) -> dict:
@@ -144,7 +147,7 @@ def connect_skips(net: Network, blocks: list) -> list:
 
 
 def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
-             blocks: Optional[list] = None) -> SimResult:
+             blocks: Optional[list] = None, run_cfg=None, timeout_s: Optional[float] = None) -> SimResult:
     """Simulate ``x`` (N, *input_shape, T) sample by sample in one Lava run.
 
     Args:
@@ -154,6 +157,9 @@ def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
         record_all: record every layer's spikes (one sink per layer), not only the last.
         blocks: prebuilt blocks (``build_blocks`` or a stock ``netx.hdf5.Network``'s
             ``layers`` paired with their indices) to run instead of building from ``net``.
+        run_cfg: Lava run configuration; default ``Loihi2SimCfg(select_tag="fixed_pt")``.
+        timeout_s: wall-clock limit of the run (see :func:`~snn2loihi.sim.watchdog.run_watched`,
+            which also ends the run at once when a Lava process fails); None: no limit.
 
     Returns:
         :class:`SimResult` with uint8 spikes (N, *shape, T) per recorded layer.
@@ -161,7 +167,6 @@ def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
     Raises:
         LavaRunError: Lava failed; the runtime was stopped before raising.
     """
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
 
@@ -218,15 +223,7 @@ def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
 
     result = SimResult()
     try:
-        try:
-            source.run(condition=RunSteps(num_steps=n * steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        except Exception as err:  # Lava raises bare Exceptions from its runtime
-            raise LavaRunError(f"Lava run failed: {type(err).__name__}: {str(err).strip()[:300]}") from err
-        finally:
-            try:
-                source.stop()
-            except Exception:  # the runtime never started: nothing to stop
-                pass
+        run_watched(source, n * steps, run_cfg or Loihi2SimCfg(select_tag="fixed_pt"), timeout_s)
         for index, path in sinks:
             data = np.load(path)  # (*WHC, N·T)
             shape = net.layers[index].out_shape

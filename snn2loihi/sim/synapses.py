@@ -48,10 +48,15 @@ class DenseWeights:
 def dense_weights(weight: np.ndarray) -> DenseWeights:
     """Apply netx's ``optimize_weight_bits`` and Lava Dense's clip + truncation to ``weight``."""
     from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
-    from lava.lib.dl.netx.utils import optimize_weight_bits  # noqa: E402 (netx prints on import)
+    from ..lava_imports import quiet_import
 
+    optimize_weight_bits = quiet_import("lava.lib.dl.netx.utils").optimize_weight_bits  # lava.lib.dl prints on import
+
+    weight = np.asarray(weight, dtype=np.int64)
+    if not weight.any():  # netx divides by max |W| (and stock netx fails); zeros are exact at any exponent
+        return DenseWeights(weight, 8, 0, weight.copy())
     with contextlib.redirect_stdout(io.StringIO()):
-        w, bits, exp, _ = optimize_weight_bits(np.asarray(weight, dtype=np.int64))
+        w, bits, exp, _ = optimize_weight_bits(weight)
     sign_mode = determine_sign_mode(w)
     eff = truncate_weights(clip_weights(w, sign_mode, num_bits=8), sign_mode, bits)
     return DenseWeights(w, int(bits), int(exp), np.asarray(eff, dtype=np.int64))

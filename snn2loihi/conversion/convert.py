@@ -1,0 +1,324 @@
+"""``convert``: a trained ANN → a soft-reset IF spiking network for Loihi, layer by layer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..blocks.soft_lif import Flatten
+from ..data.encoding import pad_time, rate_encode
+from . import residual
+from .build import choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan
+from .errors import ConversionError
+from .graph import Graph, extract_graph
+from .network import ConvertedNetwork, layer_input, window
+from .report import ConversionReport, ErrorAccumulator
+from .thresholds import RULES, base_threshold
+
+#: Residual block layouts (see :mod:`snn2loihi.conversion.residual`).
+BLOCKS = {"standard": residual.standard, "restructured": residual.restructured}
+#: How BN-folded biases reach the neurons (see :mod:`snn2loihi.conversion.build`).
+BIAS_MODES = ("timed", "current")
+#: Initial membrane voltage u0 as a fraction of the threshold.
+V_INIT_MODES = {"half": 0.5, "zero": 0.0}
+
+
+def encode(images, timesteps: int, u0: float = 0.5, pad: int = 0) -> np.ndarray:
+    """Rate-code images (N, *shape) with pixels in [0, 1] into spikes (N, *shape, T + pad).
+
+    Each pixel x gives ``floor(T·x + u0)`` evenly spaced spikes (``u0 = 1/2``: T·x rounded;
+    ``u0 = 0``: floored), the count an IF input neuron starting at u0 would fire;
+    ``pad`` silent steps follow (the network latency, to see the whole response).
+    """
+    x = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float64)
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ConversionError(f"inputs must be images with values in [0, 1], found [{x.min():.3g}, {x.max():.3g}]")
+    spikes = rate_encode(np.clip(x + u0 / timesteps, 0.0, 1.0), timesteps)
+    return pad_time(spikes, pad) if pad else spikes
+
+
+@dataclass
+class ConversionResult:
+    """What :func:`convert` returns.
+
+    Attributes:
+        snn: the spiking network (fixed-point arithmetic on; ``snn.set_fixed_point(False)``
+            for unquantized weights). Its forward takes ``encode(images, T, pad=latency)``
+            (``timing="device"``) or, for a chain with timed biases (``.timing``),
+            ``encode(images, T)`` with ``timing="aligned"`` (much faster, same spikes in
+            every window).
+        thresholds: node name → θ (ANN activation units) of every node but the input.
+        scales: node name → the factor c of the threshold rule (θ = c·base).
+        report: per-node error at T on the calibration batch (:class:`ConversionReport`).
+        graph: the converted graph (after block restructuring).
+        timesteps, rule, block, v_init, bias: the options used.
+    """
+
+    snn: ConvertedNetwork
+    thresholds: dict
+    scales: dict
+    report: ConversionReport
+    graph: Graph
+    timesteps: int
+    rule: str
+    block: str
+    v_init: str
+    bias: str
+
+    @property
+    def latency(self) -> int:
+        return self.snn.latency
+
+    @property
+    def timing(self) -> str:
+        """The fastest exact simulation timing: aligned for chains with timed biases."""
+        return self.report.timing
+
+    def encode(self, images, pad: Optional[bool] = None) -> np.ndarray:
+        """Input spikes for ``images``; padded by the latency for device timing (by default
+        when ``.timing`` is device, or with ``pad=True``)."""
+        pad = self.timing == "device" if pad is None else pad
+        return encode(images, self.timesteps, V_INIT_MODES[self.v_init], self.latency if pad else 0)
+
+    @torch.no_grad()
+    def counts(self, images, fixed_point: bool = True, batch_size: int = 64,
+               dtype: torch.dtype = torch.float32) -> np.ndarray:
+        """Output spike counts (N, classes) of the torch network.
+
+        In fixed point (float32 holds the chip's integers exactly here) the counts equal
+        the emulator's; in float the weights are unquantized.
+        """
+        self.snn.set_fixed_point(fixed_point)
+        try:
+            out = []
+            for start in range(0, len(images), batch_size):
+                x = torch.as_tensor(self.encode(images[start:start + batch_size]), dtype=dtype)
+                out.append(self.snn.to(dtype)(x, timing=self.timing).sum(-1).cpu().numpy())
+            return np.concatenate(out).astype(np.int64)
+        finally:
+            self.snn.to(torch.float32)
+            self.snn.set_fixed_point(True)
+
+    def export(self):
+        """``quantize_network(snn)``: (:class:`snn2loihi.ir.Network`, quantization report)."""
+        from ..quantize import quantize_network
+
+        self.snn.set_fixed_point(True)
+        return quantize_network(self.snn)
+
+
+def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: str = "max",
+            percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "timed",
+            batch_size: int = 32, progress: bool = False) -> ConversionResult:
+    """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
+
+    The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
+    operators (:mod:`snn2loihi.conversion.graph`: ``nn.Sequential`` of Conv2d, Linear,
+    BatchNorm, ReLU, AvgPool, Flatten and residual basic blocks; checked against the ANN's
+    own output). Every node becomes a layer of IF neurons (threshold θ, soft reset, no leak)
+    whose firing rate × θ approximates the node's activation: ``r ≈ clip(a, 0, θ)``. Layers
+    are converted one at a time from the input: each node's threshold is chosen by ``rule``
+    from its ANN activations on ``calib_x`` and, for ``tuned``, by simulating the new layer
+    at T on the calibration batch behind the layers already converted and keeping the scale
+    with the smallest error. The same pass measures each layer's error split into
+    quantization, deviation, inherited and clipping parts (:mod:`~.report`).
+
+    The ANN must take images with values in [0, 1] (fold any input normalisation into the
+    first layer); they enter the SNN rate-coded (:func:`encode`). The output layer is IF
+    neurons too: the class with the most output spikes wins.
+
+    Args:
+        ann: trained ``torch.nn.Sequential`` (eval-mode BN statistics are folded).
+        calib_x: calibration images (N, C, H, W) or (N, F), values in [0, 1]; a few hundred
+            training images are plenty.
+        timesteps: T, the number of input steps the SNN is built for (tuning, ``v_init``
+            and the timed bias depend on it).
+        rule: ``"max"``, ``"percentile"`` or ``"tuned"`` (:mod:`~.thresholds`).
+        percentile: p of the percentile rules.
+        block: ``"standard"`` (post-addition neuron, shortcut as a skip synapse) or
+            ``"restructured"`` (relayed shortcut, matched latency) (:mod:`~.residual`).
+        v_init: ``"half"`` (u0 = θ/2: rounding) or ``"zero"`` (u0 = 0: flooring) initial voltage.
+        bias: ``"timed"`` or ``"current"`` (:mod:`~.build`).
+        batch_size: calibration samples simulated together.
+        progress: show a progress bar over layers.
+
+    Returns:
+        :class:`ConversionResult` with ``.snn``, ``.thresholds``, ``.scales`` and ``.report``.
+
+    Raises:
+        ConversionError: unsupported ANN, bad option or input range.
+
+    Example:
+        >>> result = convert(ann, x_train[:256], timesteps=32, rule="tuned", block="restructured")
+        >>> accuracy = (result.counts(x_test).argmax(1) == y_test).mean()
+    """
+    rule_obj = RULES.get(rule)
+    if rule_obj is None or block not in BLOCKS or bias not in BIAS_MODES or v_init not in V_INIT_MODES:
+        raise ConversionError(f"unknown option: rule={rule!r} (one of {sorted(RULES)}), block={block!r} "
+                              f"({sorted(BLOCKS)}), bias={bias!r} ({BIAS_MODES}), v_init={v_init!r} "
+                              f"({sorted(V_INIT_MODES)})")
+    if timesteps < 1 or not 0 < percentile <= 100:
+        raise ConversionError(f"timesteps must be >= 1 and 0 < percentile <= 100 (got {timesteps}, {percentile})")
+    x = torch.as_tensor(np.asarray(calib_x.detach().cpu() if isinstance(calib_x, torch.Tensor) else calib_x),
+                        dtype=torch.float32)
+    if x.dim() < 2 or len(x) == 0:
+        raise ConversionError(f"calib_x must be a batch (N, ...) of inputs, found shape {tuple(x.shape)}")
+    graph = BLOCKS[block](extract_graph(ann, tuple(x.shape[1:]), check_x=x[:32]))
+    builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size)
+    snn = builder.run(progress)
+    names = {i: n.name for i, n in enumerate(graph.nodes)}
+    report = ConversionReport(timesteps, rule, block, len(x), builder.timing, builder.errors)
+    return ConversionResult(snn, {names[n]: t for n, t in builder.thetas.items() if n},
+                            {names[n]: c for n, c in builder.scales.items()}, report, graph, timesteps,
+                            rule, block, v_init, bias)
+
+
+@dataclass
+class _Layer:
+    """A built population: its block, skip, float spec and neuron scale."""
+
+    block: torch.nn.Module
+    skip: Optional[torch.nn.Module]
+    spec: object
+    scale: int
+
+
+class _Builder:
+    """The layer-by-layer pass of :func:`convert` (see its docstring)."""
+
+    def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
+                 bias_mode: str, batch_size: int):
+        self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
+        self.u0, self.bias_mode, self.batch = u0, bias_mode, max(1, batch_size)
+        self.pops = plan(graph)
+        where = locate(self.pops)
+        self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
+                        for pop in self.pops]
+        skips = any(s != [q - 1] for q, s in enumerate(self.sources) if q)
+        # Aligned timing is exact only for a chain whose layers never fire before their window.
+        self.timing = "device" if skips or bias_mode == "current" else "aligned"
+        self.latency = len(self.pops) - 1
+        self.thetas = {0: 1.0}
+        self.scales: dict = {}
+        self.errors: list = []
+
+    def run(self, progress: bool) -> ConvertedNetwork:
+        """Convert every population in order; return the network (fixed point on)."""
+        pad = self.latency if self.timing == "device" else 0
+        spikes = {0: torch.as_tensor(encode(self.x, self.t, self.u0, pad), dtype=torch.bool)}
+        acts = {0: self.x}
+        nodes = self.graph.nodes
+        node_last = {m: max((i for i, n in enumerate(nodes) for op in n.ops if op.source == m), default=-1)
+                     for m in range(len(nodes))}
+        pop_last = {p: max((q for q, s in enumerate(self.sources) if p in s), default=-1)
+                    for p in range(len(self.pops))}
+        blocks, skips, block_of = [], {}, {0: 0}
+        for q in tqdm(range(1, len(self.pops)), desc="convert", disable=not progress, leave=False):
+            pop = self.pops[q]
+            for n in pop.nodes:
+                z = sum(op(acts[op.source]) for op in nodes[n].ops)
+                acts[n] = torch.relu(z)  # the output's target too: the SNN only represents a > 0
+            if len(self.pops[q - 1].shape) == 3 and len(pop.shape) == 1:
+                blocks.append(Flatten())
+            block_of[q] = len(blocks) + 1
+            layer = self._layer(q, spikes, acts, block_of)
+            blocks.append(layer.block)
+            if layer.skip is not None:
+                skips[block_of[q]] = layer.skip
+            for p in [p for p in spikes if pop_last[p] <= q and p != q]:
+                del spikes[p]
+            for m in [m for m in acts if node_last[m] <= max(pop.nodes)]:
+                del acts[m]
+        snn = ConvertedNetwork(self.pops[0].shape, blocks, skips)
+        snn.set_fixed_point(True)
+        return snn
+
+    def _layer(self, q: int, spikes: dict, acts: dict, block_of: dict) -> _Layer:
+        """Choose the thresholds of population q, build it, run it on the calibration batch
+        (its spikes go to ``spikes[q]``, its errors to the report)."""
+        pop, nodes = self.pops[q], self.graph.nodes
+        base = {n: (self.thetas[nodes[n].relay_of] if nodes[n].relay_of is not None
+                    else base_threshold(self.rule, acts[n], self.percentile)) for n in pop.nodes}
+        tunable = [n for n in pop.nodes if nodes[n].relay_of is None]
+        chosen = {n: 1.0 for n in pop.nodes}
+        if len(self.rule.scales) > 1 and tunable:
+            trial = self._build(q, base, block_of)
+            accs = {c: {n: ErrorAccumulator() for n in pop.nodes} for c in self.rule.scales}
+            for c in self.rule.scales:
+                scale = {n: (c if n in tunable else 1.0) for n in pop.nodes}
+                self._simulate(q, trial, {n: base[n] * scale[n] for n in pop.nodes}, spikes, acts, accs[c],
+                               trial_scale=scale)
+            for n in tunable:
+                chosen[n] = min(self.rule.scales, key=lambda c: accs[c][n].mse())
+        for n in pop.nodes:
+            self.thetas[n] = chosen[n] * base[n]
+            self.scales[n] = chosen[n]
+        layer = self._build(q, {n: self.thetas[n] for n in pop.nodes}, block_of)
+        accs = {n: ErrorAccumulator() for n in pop.nodes}
+        spikes[q] = self._simulate(q, layer, self.thetas, spikes, acts, accs, keep=True)
+        for n in pop.nodes:
+            self.errors.append(accs[n].result(block_of[q], nodes[n].name, self.thetas[n], chosen[n], self.t))
+        return layer
+
+    def _build(self, q: int, thetas: dict, block_of: dict) -> _Layer:
+        """Population q with node thresholds ``thetas``, float arithmetic (the pass measures
+        the conversion error proper; the network switches to fixed point at the end)."""
+        spec = layer_spec(self.graph, self.pops, q, {**self.thetas, **thetas}, self.u0)
+        scale = choose_scale(spec, q)
+        current, v0 = neuron_state(spec, scale, q, self.bias_mode)
+        src, dst = self.pops[q - 1].shape, self.pops[q].shape
+        block = make_block(spec, scale, src, dst, current, v0)
+        block.synapse.pre_hook_fx = None
+        block.neuron.fixed_point = False
+        skip = None
+        if spec.skip is not None:
+            skip = make_skip(spec, block, block_of[spec.skip_source], self.pops[spec.skip_source].shape, dst)
+            skip.synapse.pre_hook_fx = None
+        return _Layer(block, skip, spec, scale)
+
+    @torch.no_grad()
+    def _simulate(self, q: int, layer: _Layer, thetas: dict, spikes: dict, acts: dict, accs: dict,
+                  trial_scale: Optional[dict] = None, keep: bool = False) -> Optional[torch.Tensor]:
+        """Run population q over the calibration batch and add each node's errors to
+        ``accs``; return its spikes (bool, what later layers see) when ``keep``.
+
+        ``trial_scale`` evaluates thresholds c·θ on a layer built for θ: each node's input
+        is divided by its c and its initial voltage recomputed (exact in float)."""
+        pop, nodes, block = self.pops[q], self.graph.nodes, layer.block
+        if trial_scale is not None:
+            rows = torch.cat([torch.full((nodes[n].shape[0],), 1.0 / trial_scale[n], dtype=torch.float64)
+                              for n in pop.nodes])
+            spec = layer.spec
+            trial = type(spec)(spec.main, spec.skip, spec.skip_source, spec.bias * rows, spec.u0)
+            v0 = neuron_state(trial, layer.scale, q, self.bias_mode)[1]
+            block.neuron.v_init = None if v0 is None else v0.float()
+        kept, steps = [], q + self.t  # inputs and spikes up to the end of the window count
+        src, skip_src = spikes[q - 1], spikes.get(layer.spec.skip_source)
+        if layer.skip is not None:
+            block.skip = layer.skip
+        try:
+            for start in range(0, len(self.x), self.batch):
+                part = slice(start, start + self.batch)
+                s_in = src[part].float()
+                if s_in.dim() == 5 and len(pop.shape) == 1:
+                    s_in = s_in.reshape(s_in.shape[0], -1, s_in.shape[-1])
+                a = layer_input(block, s_in, None if layer.skip is None else skip_src[part].float(), self.timing, q)
+                if trial_scale is not None:
+                    a = a * rows.float().reshape((1, -1) + (1,) * (a.dim() - 2))
+                s = block.neuron(a)
+                charge = a[..., :steps].sum(-1)
+                if block.neuron.v_init is not None:
+                    charge = charge + block.neuron.v_init.reshape((-1,) + (1,) * (a.dim() - 3))
+                count = s[..., :steps].sum(-1)
+                for k, n in enumerate(pop.nodes):
+                    ch = pop.channels(k, self.graph)
+                    accs[n].add(count[:, ch], charge[:, ch], acts[n][part], thetas[n], self.t, layer.spec.u0[ch])
+                if keep:
+                    kept.append(window(s, q, self.timing).bool())
+        finally:
+            if layer.skip is not None:
+                del block.skip
+        return torch.cat(kept) if keep else None

@@ -1,0 +1,151 @@
+"""A spiking network with skip connections that runs with the chip's timing.
+
+:class:`ConvertedNetwork` is a :class:`~snn2loihi.blocks.network.SpikingNetwork` of our
+soft-reset blocks in which a block may also own a :class:`SkipSynapse` (``block.skip``): a
+second synapse group reading the spikes of an earlier block, summed into the block's
+neurons. :func:`snn2loihi.quantize.quantize_network` exports it (skips become
+:class:`snn2loihi.ir.Skip`, ``neuron.v_init`` becomes the layer's ``v_init``).
+
+Timing (``timing="device"``, the default) is Loihi's, so that in float64 with
+``fixed_point=True`` every block's spikes equal the emulator's and Lava's, step for step:
+every synapse group delivers at step t what its source emitted at t-1, biases act from
+step 0, each sample starts from ``v_init``. Input: (N, *input_shape, T_run) spikes, normally
+``pad_time(spikes, latency)``; output (N, F, T_run).
+
+``timing="aligned"`` runs every block only over its own window of T steps (block at depth
+d: device steps d .. d+T-1), skipping the conv work on the empty steps: the block's neurons
+first integrate d steps of bias alone, exactly as on the chip. It gives the same spikes
+inside every window as device timing provided that no block has a skip (a skip's source
+is fewer steps away than the chain) and no block fires before its window; both are
+checked. Input (N, *input_shape, T), output (N, F, T).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from lava.lib.dl.slayer.block import base
+from lava.lib.dl.slayer.synapse import layer as slayer_synapse
+
+from ..blocks.network import SpikingNetwork
+from ..sim.synapses import shift_one_step
+from .errors import ConversionError
+
+TIMINGS = ("device", "aligned")
+
+
+class SkipSynapse(torch.nn.Module):
+    """A second synapse group of a block: ``a += synapse(s_source)``.
+
+    Args:
+        source: index (in ``ConvertedNetwork.blocks``) of the block whose spikes it reads.
+        synapse: a slayer ``synapse.Conv`` or ``synapse.Dense`` (a (C, H, W) source is
+            flattened in C order for a dense skip).
+    """
+
+    def __init__(self, source: int, synapse: torch.nn.Module):
+        super().__init__()
+        self.source = int(source)
+        self.synapse = synapse
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Weighted input (N, *out, T) for spikes ``s`` (N, *source_shape, T)."""
+        if isinstance(self.synapse, slayer_synapse.Dense) and s.dim() == 5:
+            s = s.reshape(s.shape[0], -1, s.shape[-1])
+        return self.synapse(s)
+
+
+def layer_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, depth: int
+                ) -> torch.Tensor:
+    """Everything a block's neurons receive per step, (N, *out, steps): its synapse (plus
+    skip) output, shifted by the one-step synaptic delay in device timing; in aligned timing
+    preceded by the ``depth`` bias-only steps before the block's window."""
+    a = block.synapse(s)
+    skip = getattr(block, "skip", None)
+    if skip is not None:
+        a = a + skip(skip_spikes)
+    if timing == "device":  # the synapse output arrives one step later; the bias acts from step 0
+        return torch.cat([bias_steps(block, a, 1), shift_one_step(a)[..., 1:]], dim=-1)
+    return torch.cat([bias_steps(block, a, depth), a], dim=-1) if depth else a
+
+
+def bias_steps(block, like: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` steps of input with no spike arriving: the synapse bias alone. (N, *out, steps)."""
+    out = torch.zeros(like.shape[:-1] + (steps,), dtype=like.dtype, device=like.device)
+    bias = getattr(block.synapse, "bias", None)
+    if bias is not None:
+        out = out + bias.to(like.dtype).reshape((-1,) + (1,) * (like.dim() - 2))
+    return out
+
+
+def window(s: torch.Tensor, depth: int, timing: str) -> torch.Tensor:
+    """The spikes later blocks see: all steps in device timing; in aligned timing the
+    block's window, after checking that it was silent in the ``depth`` steps before it."""
+    if timing == "device" or depth == 0:
+        return s
+    if bool(s[..., :depth].any()):
+        raise ConversionError("a block fires before its input arrives: aligned timing would drop those "
+                              "spikes; use timing='device'")
+    return s[..., depth:]
+
+
+class ConvertedNetwork(SpikingNetwork):
+    """Soft-reset IF blocks with optional skip synapses, simulated with the chip's timing.
+
+    Args:
+        input_shape: (C, H, W) or (F,).
+        blocks: the blocks after the input (Conv, Pool, Flatten, Dense of
+            :mod:`snn2loihi.blocks.soft_lif`).
+        skips: block index (counting the input block as 0) → :class:`SkipSynapse`.
+    """
+
+    def __init__(self, input_shape: Sequence[int], blocks: Sequence[torch.nn.Module],
+                 skips: Optional[dict] = None):
+        super().__init__(input_shape, blocks)
+        for index, skip in (skips or {}).items():
+            block = self.blocks[index]
+            if not isinstance(block, (base.AbstractConv, base.AbstractDense)) or not 0 < skip.source < index:
+                raise ConversionError(f"block {index}: a skip needs a conv/dense block and an earlier source")
+            block.skip = skip
+        self.depths = []  #: synapse hops from the input to each block (its window starts there)
+        depth = 0
+        for block in self.blocks:
+            depth += int(hasattr(block, "synapse"))
+            self.depths.append(depth)
+
+    @property
+    def latency(self) -> int:
+        """Steps from an input to the last block's response (one per synapse layer)."""
+        return self.depths[-1]
+
+    @property
+    def has_skips(self) -> bool:
+        return any(getattr(b, "skip", None) is not None for b in self.blocks)
+
+    def forward(self, x: torch.Tensor, record: bool = False, timing: str = "device"):
+        """Spikes of the last block (N, F, T); with ``record=True`` also a list with every
+        block's output (the input and flatten blocks included, as in SpikingNetwork)."""
+        if timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {TIMINGS}, found {timing!r}")
+        if timing == "aligned" and self.has_skips:
+            raise ConversionError("aligned timing is exact only without skips; use timing='device'")
+        needed = {b.skip.source for b in self.blocks if getattr(b, "skip", None) is not None}
+        outputs: list = []
+        for i, block in enumerate(self.blocks):
+            if hasattr(block, "synapse"):
+                skip = getattr(block, "skip", None)
+                a = layer_input(block, x, None if skip is None else outputs[skip.source], timing, self.depths[i])
+                x = window(block.neuron(a), self.depths[i], timing)
+            else:
+                x = block(x)
+            outputs.append(x if record or i in needed else None)
+        return (x, outputs) if record else x
+
+    def set_fixed_point(self, enabled: bool) -> None:
+        """Chip arithmetic (True) or unquantized weights (False), skip synapses included.
+        Biases and initial voltages stay on the chip's grid either way."""
+        super().set_fixed_point(enabled)
+        for block in self.blocks:
+            skip = getattr(block, "skip", None)
+            if skip is not None:
+                skip.synapse.pre_hook_fx = block.neuron.quantize_8bit if enabled else None

@@ -1,0 +1,73 @@
+"""Threshold rules: how each node's threshold θ (its activation clip) is chosen.
+
+A rule is data: a *base* statistic of the node's ANN activations on the calibration batch
+and the *scales* c tried around it; the converter keeps, node by node from the input, the
+c whose SNN (at the target T, fed by the already converted layers) gives the smallest
+mean squared conversion error ``E[(r - a)²]`` (r: the SNN's rate × θ, a: the ANN
+activation). With a single scale the rule is a plain threshold-balancing rule.
+
+- ``max``: θ = max activation (Diehl et al. 2015; never clips, large quantization error).
+- ``percentile``: θ = the p-th percentile of the activations, zeros included (p = 99.9 by
+  default, as the DSR code of the TTRBR paper's first author initialises its thresholds).
+- ``tuned``: θ = c·P_p with c from ``TUNE_SCALES`` chosen by measured error: the placeholder
+  for TTRBR's threshold tuning, whose exact rule could not be retrieved (research notes §4.4).
+
+Add a rule by adding a :class:`ThresholdRule` to ``RULES``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+#: Scales c tried by the ``tuned`` rule (θ = c · percentile).
+TUNE_SCALES = (0.4, 0.55, 0.7, 0.85, 1.0, 1.15)
+#: Values sampled for the percentile (the exact percentile of a random subset).
+_PERCENTILE_SAMPLE = 1 << 22
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """θ = c · base(activations), c ∈ scales chosen by the smallest measured error.
+
+    Attributes:
+        name: rule id.
+        base: (activations (N, ...) of one node, percentile) → float statistic.
+        scales: the c tried (one value: no search).
+    """
+
+    name: str
+    base: Callable[[torch.Tensor, float], float]
+    scales: tuple = (1.0,)
+
+
+def maximum(a: torch.Tensor, percentile: float) -> float:
+    """max over the batch and all neurons."""
+    return float(a.max())
+
+
+def percentile_of(a: torch.Tensor, percentile: float) -> float:
+    """p-th percentile of all values (a random sample of 2^22 when there are more)."""
+    flat = a.detach().reshape(-1).float()
+    if flat.numel() > _PERCENTILE_SAMPLE:
+        gen = torch.Generator().manual_seed(0)
+        flat = flat[torch.randint(flat.numel(), (_PERCENTILE_SAMPLE,), generator=gen)]
+    return float(np.percentile(flat.numpy(), percentile))
+
+
+RULES = {
+    "max": ThresholdRule("max", maximum),
+    "percentile": ThresholdRule("percentile", percentile_of),
+    "tuned": ThresholdRule("tuned", percentile_of, TUNE_SCALES),
+}
+
+
+def base_threshold(rule: ThresholdRule, a: torch.Tensor, percentile: float) -> float:
+    """The rule's base θ for activations ``a``; a node that is (almost) never active falls
+    back to its maximum, and a dead node to 1 (its rate is 0 either way)."""
+    theta = rule.base(a, percentile)
+    if theta <= 0:
+        theta = float(a.max())
+    return theta if theta > 0 else 1.0

@@ -1,0 +1,283 @@
+"""ANN → SNN conversion: BN folding, graph reading, the IF error bounds of §4.3/§4.8
+(shared/research/algorithms.md), the error decomposition, threshold rules, bias timing
+against an independent delay-free simulation, restructuring, chip equivalence and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models.ann import BasicBlock, resnet, save_checkpoint, train, vgg
+from snn2loihi.conversion import ConversionError, convert, extract_graph
+from snn2loihi.conversion.graph import fold_bn
+from snn2loihi.conversion.report import ErrorAccumulator
+from snn2loihi.conversion.residual import restructured
+from snn2loihi.conversion.thresholds import TUNE_SCALES, percentile_of
+from snn2loihi.neuron.soft_lif import Neuron
+from snn2loihi.sim.emulator import Emulator
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
+            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """sklearn digits (8x8, 1797 images) and a small trained VGG-style ANN on them."""
+    from snn2loihi.data.digits import load_digits_split
+
+    split = load_digits_split()
+    ann = vgg((8, "A", 16), input_size=8)
+    train(ann, torch.tensor(split.x_train), torch.tensor(split.y_train), epochs=15, batch_size=64, lr=0.05,
+          augment=False, log=None)
+    return split, ann.eval()
+
+
+# --------------------------------------------------------------------------- graph
+
+def test_bn_folding_matches_the_module():
+    conv, bn = nn.Conv2d(3, 4, 3, padding=1), _randomize_bn(nn.Sequential(nn.BatchNorm2d(4)))[0]
+    x = torch.randn(2, 3, 5, 5)
+    w, b = fold_bn(conv.weight.detach().double(), conv.bias.detach().double(), bn.double())
+    expected = bn(conv.double()(x.double()))
+    torch.testing.assert_close(nn.functional.conv2d(x.double(), w, b, padding=1), expected)
+
+
+def test_graph_reads_resnet_and_vgg_and_refuses_what_it_cannot():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8)
+    graph = extract_graph(_randomize_bn(resnet(8, 2)), (1, 8, 8), check_x=x)
+    # input, stem, 3 blocks × (h, y), output
+    assert [len(n.ops) for n in graph.nodes] == [0, 1] + [1, 2] * 3 + [1]
+    extract_graph(_randomize_bn(vgg((4, "A", 8), input_size=8)), (1, 8, 8), check_x=x)
+    with pytest.raises(ConversionError, match="MaxPool2d"):
+        extract_graph(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)), (1, 8, 8))
+
+    class Doubled(BasicBlock):  # looks like a basic block, computes something else
+        def forward(self, x):
+            return super().forward(x) + self.shortcut(x)
+
+    wrong = _randomize_bn(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), Doubled(2, 2)))
+    assert float(wrong[:3](x).abs().max()) > 0.1  # the extra shortcut term is not zero
+    with pytest.raises(ConversionError, match="differs from its forward pass"):
+        extract_graph(wrong, (1, 8, 8), check_x=x)
+
+
+def test_restructuring_keeps_the_ann_function():
+    """The relayed graph computes the same output as the original (the rewiring is exact)."""
+    ann = _randomize_bn(resnet(8, 2))
+    graph = extract_graph(ann, (1, 8, 8))
+    relayed = restructured(graph)
+    assert len(relayed.nodes) == len(graph.nodes) + 3  # one relay per block
+    x = torch.rand(3, 1, 8, 8).double()
+    torch.testing.assert_close(relayed.forward(x)[-1], graph.forward(x)[-1])
+
+
+# --------------------------------------------------------------------------- IF error analysis
+
+@pytest.mark.parametrize("timesteps", [4, 8, 16, 32])
+def test_if_quantization_error_bounds(timesteps):
+    """Constant input z ∈ [0, 1] into one IF neuron (threshold 1, soft reset, strict v > 1):
+    u0 = 1/2 rounds, |N/T - z| ≤ 1/(2T); u0 = 0 floors, -1/T ≤ N/T - z ≤ 0; and N is the
+    constant-input count ⌈T·z + u0⌉ - 1 the report uses."""
+    z = torch.linspace(0, 1, 257, dtype=torch.float64)
+    for u0, low, high in ((0.5, -0.5, 0.5), (0.0, -1.0, 0.0)):
+        neuron = Neuron(1.0, fixed_point=False).double()
+        neuron.v_init = torch.full((257,), u0, dtype=torch.float64)
+        count = neuron(z.reshape(1, -1, 1).expand(1, -1, timesteps).contiguous()).sum(-1)[0]
+        err = count / timesteps - z
+        assert float(err.min()) >= low / timesteps - 1e-12 and float(err.max()) <= high / timesteps + 1e-12
+        torch.testing.assert_close(count, (torch.ceil(timesteps * z + u0) - 1).clamp(0, timesteps))
+
+
+def test_error_parts_add_up_by_hand():
+    """T = 4, θ = 2, u0 = 1/2, charge Q = 2.2, N = 3 spikes, ANN a = 1.5:
+    N_q = ⌈2.2⌉ - 1 = 2, z̄ = (2.2 - 0.5)/4 = 0.425; deviation (3-2)/4 = 0.25, quantization
+    2/4 - 0.425 = 0.075, inherited 0.425 - 0.75 = -0.325, clipping 0, total 3/4 - 0.75 = 0."""
+    acc = ErrorAccumulator()
+    one = torch.ones(1, 1)
+    acc.add(3 * one, 2.2 * one, 1.5 * one, theta=2.0, timesteps=4, u0=torch.tensor([0.5]))
+    e = acc.result(1, "n", 2.0, 1.0, 4)
+    assert (e.deviation, e.quantization, e.inherited, e.clipping, e.total) == pytest.approx(
+        (0.25, 0.075, 0.325, 0.0, 0.0))
+
+
+def test_deviation_error_grows_with_input_variance_and_shrinks_with_threshold():
+    """§4.8: same mean current, growing fluctuation σ → larger deviation part; at fixed σ a
+    larger threshold (input scaled by 1/θ) → smaller deviation part."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 4000, 32, generator=gen, dtype=torch.float64)
+
+    def deviation(sigma: float, theta: float) -> float:
+        z = (0.3 + sigma * noise) / theta
+        neuron = Neuron(1.0, fixed_point=False).double()
+        neuron.v_init = torch.full((4000,), 0.5, dtype=torch.float64)
+        count = neuron(z).sum(-1)
+        acc = ErrorAccumulator()
+        acc.add(count, 0.5 + z.sum(-1), torch.zeros_like(count), 1.0, 32, torch.tensor([0.5]))
+        return acc.result(0, "", 1.0, 1.0, 32).deviation
+
+    devs = [deviation(s, 1.0) for s in (0.0, 0.3, 1.0)]
+    assert devs[0] == 0.0 and devs[0] < devs[1] < devs[2]
+    assert deviation(1.0, 2.0) < deviation(1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- conversion
+
+def test_threshold_rules(digits):
+    split, ann = digits
+    x = torch.tensor(split.x_train[:64])
+    results = {rule: convert(ann, x, 8, rule=rule) for rule in ("max", "percentile", "tuned")}
+    first = {rule: r.report.layers[0] for rule, r in results.items()}
+    acts = torch.relu(ann[1](ann[0](x)))  # first conv + BN (eval)
+    assert first["max"].threshold == pytest.approx(float(acts.max()), rel=1e-5)
+    assert first["percentile"].threshold == pytest.approx(percentile_of(acts, 99.9), rel=1e-5)
+    assert first["max"].threshold >= first["percentile"].threshold
+    assert all(r.scales[e.node] in TUNE_SCALES for r in [results["tuned"]] for e in r.report.layers)
+    # c = 1 is among the candidates and the first layer sees the same input: tuning can only help there.
+    assert first["tuned"].total <= first["percentile"].total + 1e-9
+
+
+def test_accuracy_approaches_the_ann_as_t_grows(digits):
+    split, ann = digits
+    with torch.no_grad():
+        ann_acc = float((ann(torch.tensor(split.x_test)).argmax(1).numpy() == split.y_test).mean())
+    acc = {}
+    for t in (4, 64):
+        result = convert(ann, torch.tensor(split.x_train[:128]), t, rule="percentile")
+        acc[t] = float((result.counts(split.x_test).argmax(1) == split.y_test).mean())
+    assert ann_acc > 0.9
+    assert acc[64] >= ann_acc - 0.03 and acc[64] > acc[4]
+
+
+def test_timed_bias_equals_an_independent_delay_free_simulation():
+    """A converted MLP with biases of both signs (small enough for the v_init cap), run with
+    the chip's timing, fires in every layer's window exactly what a hand-written delay-free IF
+    network (v0 = 1/2, v += W·s + b each step, spike when v > 1, v -= 1) fires; the naive
+    bias="current" does not."""
+    torch.manual_seed(1)
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4))
+    with torch.no_grad():
+        for m in ann:
+            if isinstance(m, nn.Linear):
+                m.bias.uniform_(-0.03, 0.1)
+    x = torch.rand(40, 1, 4, 4)
+    t = 12
+    for mode, same in (("timed", True), ("current", False)):
+        result = convert(ann, x, t, bias=mode)
+        snn = result.snn.double()
+        snn.set_fixed_point(False)
+        spikes = torch.as_tensor(result.encode(x, pad=True), dtype=torch.float64)
+        with torch.no_grad():
+            _, rec = snn(spikes, record=True, timing="device")
+        s = spikes[..., :t].reshape(len(x), -1, t)
+        equal = True
+        for index, block in enumerate(snn.blocks):
+            if not hasattr(block, "synapse"):
+                continue
+            w = block.synapse.weight[..., 0, 0, 0]
+            b = block.synapse.bias if block.synapse.bias is not None else torch.zeros(w.shape[0])
+            v = torch.full((len(x), w.shape[0]), 0.5, dtype=torch.float64)
+            out = []
+            for step in range(t):
+                v = v + s[..., step] @ w.T + b
+                fired = (v > 1).double()
+                v = v - fired
+                out.append(fired)
+            s = torch.stack(out, -1)
+            depth = snn.depths[index]
+            equal &= bool(torch.equal(rec[index][..., depth:depth + t], s))
+        assert equal == same, mode
+
+
+def _record_equal(result, images, emulator_net):
+    """Torch fixed-point network vs emulator at every layer (device timing, float64)."""
+    x = result.encode(images, pad=True)
+    snn = result.snn.double()
+    snn.set_fixed_point(True)
+    with torch.no_grad():
+        _, rec = snn(torch.as_tensor(x, dtype=torch.float64), record=True, timing="device")
+    emulated = Emulator(emulator_net).run(x, record_all=True)
+    for index, spikes in emulated.spikes.items():
+        ours = rec[index].numpy().astype(np.uint8)
+        assert spikes.sum() > 0, f"layer {index} silent"
+        np.testing.assert_array_equal(ours.reshape(spikes.shape), spikes, err_msg=f"layer {index}")
+
+
+def test_standard_resnet_matches_the_emulator_at_every_layer():
+    ann = _randomize_bn(resnet(8, 2))
+    x = torch.rand(10, 1, 8, 8)
+    result = convert(ann, x[:6], 6, rule="percentile", block="standard")
+    net, _ = result.export()
+    assert sum(getattr(l, "skip", None) is not None for l in net.layers) == 3
+    _record_equal(result, x[6:], net)
+
+
+def test_restructured_resnet_chain_relays_and_aligned_windows():
+    """Restructured ResNet-20: no skip layers, relay channels repeat their source's spikes one
+    step later, every layer matches the emulator, and the aligned simulation gives exactly
+    each layer's window of the chip's run (silent before it)."""
+    ann = _randomize_bn(resnet(20, 2))
+    x = torch.rand(8, 1, 8, 8)
+    result = convert(ann, x[:5], 5, rule="tuned", block="restructured")
+    net, _ = result.export()
+    assert result.timing == "aligned" and not any(getattr(l, "skip", None) for l in net.layers)
+    _record_equal(result, x[5:], net)
+    full = Emulator(net).run(result.encode(x[5:], pad=True), record_all=True)
+    # block 2 holds [h (2 ch) ; relay of block 1 (2 ch)]: relay = stem spikes one step later
+    relay, stem = full.spikes[2][:, 2:], full.spikes[1]
+    np.testing.assert_array_equal(relay[..., 1:], stem[..., :-1])
+    snn = result.snn.double()
+    with torch.no_grad():
+        _, aligned = snn(torch.as_tensor(result.encode(x[5:]), dtype=torch.float64), record=True, timing="aligned")
+    for index, spikes in full.spikes.items():
+        depth = snn.depths[index]
+        assert spikes[..., :depth].sum() == 0
+        np.testing.assert_array_equal(aligned[index].numpy().astype(np.uint8).reshape(spikes[..., :5].shape),
+                                      spikes[..., depth:depth + 5], err_msg=f"layer {index}")
+
+
+def test_bad_options_and_inputs_are_refused(digits):
+    split, ann = digits
+    x = torch.tensor(split.x_train[:8])
+    with pytest.raises(ConversionError, match="rule="):
+        convert(ann, x, 8, rule="mean")
+    with pytest.raises(ConversionError, match=r"\[0, 1\]"):
+        convert(ann, x * 3, 8)
+    with pytest.raises(ConversionError, match="Sequential"):
+        convert(nn.Linear(64, 10), x.reshape(8, -1), 8)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_convert_cli(tmp_path, digits, capsys):
+    from snn2loihi.cli import main
+    from snn2loihi.netx import read_network
+
+    split, ann = digits
+    ckpt = tmp_path / "ann.pt"
+    save_checkpoint(str(ckpt), ann, {"name": "vgg", "config": [8, "A", 16], "input_size": 8})
+    out = tmp_path / "out"
+    code = main(["convert", "--ann", str(ckpt), "--data", "digits", "--rule", "percentile", "--timesteps", "16",
+                 "--calib", "64", "--sweep", "4,16", "--test", "100", "--check", "8",
+                 "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [row["timesteps"] for row in report["sweep"]] == [4, 16]
+    assert 0 <= report["sweep"][1]["accuracy_snn_fixed_point"] <= 1
+    assert read_network(out / "model.net").latency == 4
+    assert report["emulator_check"]["mismatched_counts"] == 0
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["convert", "--ann", str(tmp_path / "bad.pt"), "--data", "digits", "--out", str(out)]) == 2
+    assert "bad.pt" in capsys.readouterr().err
