@@ -17,7 +17,6 @@ Usage: ``.venv/bin/python bench/speed.py [--steps 4] [--timesteps 4 8 16] [--dev
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform

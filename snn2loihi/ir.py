@@ -265,13 +265,8 @@ class ConvLayer:
     def __post_init__(self) -> None:
         self.in_shape = _shape("conv input shape", self.in_shape, ndim=3)
         self.weight = _check_int_array("conv weight", self.weight, ndim=4)
-        self.stride = _pair("conv stride", self.stride)
-        self.padding = _pair("conv padding", self.padding)
-        self.dilation = _pair("conv dilation", self.dilation)
+        _set_geometry(self, "conv")
         self.groups = int(self.groups)
-        if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
-            raise ValueError(f"conv stride/dilation must be >= 1 and padding >= 0, found "
-                             f"{self.stride}/{self.dilation}/{self.padding}")
         c_out, c_in_g = self.weight.shape[:2]
         if self.groups < 1 or self.in_shape[0] != c_in_g * self.groups or c_out % self.groups:
             raise ValueError(f"conv weight {self.weight.shape} with groups={self.groups} does not fit "
@@ -318,11 +313,7 @@ class PoolLayer:
     def __post_init__(self) -> None:
         self.in_shape = _shape("pool input shape", self.in_shape, ndim=3)
         self.weight = _check_int_array("pool weight", self.weight, ndim=2)
-        self.stride = _pair("pool stride", self.stride)
-        self.padding = _pair("pool padding", self.padding)
-        self.dilation = _pair("pool dilation", self.dilation)
-        if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
-            raise ValueError("pool stride/dilation must be >= 1 and padding >= 0")
+        _set_geometry(self, "pool")
         if min(self.out_shape) < 1:
             raise ValueError(f"pool output shape {self.out_shape} is empty for input {self.in_shape}")
         _shape("pool output shape", self.out_shape)  # huge padding must not pass as a network
@@ -489,6 +480,16 @@ def _check_extensions(layer, channels: int) -> None:
         if np.abs(arr).max(initial=0) >= 1 << (STATE_BITS - 1):
             raise ValueError("v_init must lie within the 24-bit range ±(2^23 - 1)")
         layer.v_init = arr
+
+
+def _set_geometry(layer, kind: str) -> None:
+    """Normalize ``layer``'s stride/padding/dilation to (y, x) pairs and check their ranges."""
+    layer.stride = _pair(f"{kind} stride", layer.stride)
+    layer.padding = _pair(f"{kind} padding", layer.padding)
+    layer.dilation = _pair(f"{kind} dilation", layer.dilation)
+    if min(layer.stride) < 1 or min(layer.dilation) < 1 or min(layer.padding) < 0:
+        raise ValueError(f"{kind} stride/dilation must be >= 1 and padding >= 0, found "
+                         f"{layer.stride}/{layer.dilation}/{layer.padding}")
 
 
 def _conv_hw(hw, kernel, stride, padding, dilation) -> tuple[int, int]:

@@ -29,11 +29,6 @@ class Overflow:
     current_wraps: int = 0
     voltage_clips: int = 0
 
-    def __iadd__(self, other: "Overflow") -> "Overflow":
-        self.current_wraps += other.current_wraps
-        self.voltage_clips += other.voltage_clips
-        return self
-
 
 def decay(x: torch.Tensor, decay_const: int) -> torch.Tensor:
     """``sign(y) · (|y| >> 12)`` with ``y = x·(4096-d)``: the 12-bit decay, rounding toward zero.

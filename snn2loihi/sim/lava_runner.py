@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError
-from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer,
+from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec,
                   layer_neuron)
 from ..lava_imports import netx as _netx
 from ..processes.recorder import SpikeRecorder

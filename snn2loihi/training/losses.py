@@ -16,6 +16,6 @@ def spike_count_cross_entropy(spikes: torch.Tensor, labels: torch.Tensor, gain: 
     return F.cross_entropy(gain * spikes.sum(-1), labels)
 
 
-def predict(spikes: torch.Tensor | "np.ndarray"):
+def predict(spikes: torch.Tensor) -> torch.Tensor:
     """Class = most output spikes; ties go to the lowest index. (N, F, T) → (N,)."""
     return spikes.sum(-1).argmax(-1)
