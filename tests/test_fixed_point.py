@@ -288,3 +288,25 @@ def test_emulator_reports_no_overflow_in_range():
     result = Emulator(net).run(np.asarray(case["a_in"])[None], record_all=True)
     assert result.spikes[0].sum() == 2
     assert (result.overflow.current_wraps, result.overflow.voltage_clips) == (0, 0)
+
+
+def test_training_neuron_saturates_the_voltage_like_the_chip():
+    """The fixed-point training neuron (fused loop and step-by-step reference) clips v to
+    24 bits as Loihi does, so a long negative drive does not bank an unbounded debt.
+
+    Integers (vth = 131071 << 6 = 8_388_544, u = a_in << 6): three steps of -6_400_000
+    pin v at -V_MAX; five of +4_480_000 then reach -3_908_607, 571_393, 5_051_393 and
+    9_531_393 → clipped to V_MAX > vth: one spike at step 6 (v = 63), then 4_480_063.
+    Without the clip v would still be -1_280_000 at step 6 and 3_200_000 at step 7: no spike.
+    """
+    from snn2loihi.neuron.soft_lif import Neuron
+
+    spec = NeuronSpec("CUBA_SOFT", i_decay=4096, v_decay=0, vth_mant=131071)
+    a_in = np.array([[-100_000] * 3 + [70_000] * 5])                 # (K = 1 neuron, T = 8)
+    _, v, spikes, _ = trace_lif_step(spec, a_in)
+    assert spikes[0].nonzero()[0].tolist() == [6]
+    assert v[0, :3].tolist() == [-6_400_000, -V_MAX, -V_MAX] and v[0, 6:].tolist() == [63, 4_480_063]
+    neuron = Neuron(131071 / 64, current_decay=1.0, voltage_decay=0.0, reset="soft", scale=64).double()
+    z = torch.as_tensor(a_in[None] / 64, dtype=torch.float64)    # (N, K, T); a_in << 6 in units of s_scale = 4096
+    np.testing.assert_array_equal(neuron(z)[0].numpy().astype(bool), spikes)
+    np.testing.assert_array_equal(neuron.forward_reference(z)[0].numpy().astype(bool), spikes)

@@ -22,7 +22,7 @@ from snn2loihi.training.modules import BatchNormConv, Encoder, Readout
 from snn2loihi.training.residual import Residual
 from snn2loihi.training.spec import neuron_kwargs
 from snn2loihi.training.stbp import NeuNorm, voting_mse
-from snn2loihi.training.stdb import stdb_network
+from snn2loihi.training.stdb import bias_free_vgg, is_average_pool, stdb_network
 from snn2loihi.training.tet import sdt_loss, tet_loss
 
 IF = {"threshold": 1.0, "current_decay": 1.0, "voltage_decay": 0.0, "reset": "soft"}
@@ -247,6 +247,26 @@ def test_encoder_readout_model_equals_the_emulator_bit_for_bit():
     assert np.abs(expected).sum() > 0
 
 
+def test_long_readout_window_sums_per_step_currents_without_a_24_bit_wrap():
+    """A converted net reads out over T = 100 steps: the readout's integrated current
+    passes 2^23 (the chip register wraps, the emulator counts it), but the host sums the
+    per-step increments, so the scores still equal the torch fixed-point model's."""
+    torch.manual_seed(0)
+    net = SpikingNetwork((16,), [Dense(IF, 16, 32, weight_scale=4), Readout(32, 3, weight_scale=64)])
+    with torch.no_grad():
+        net.blocks[-1].synapse.weight.abs_()                       # every step adds to the total
+    model = SNNClassifier(net, 3).double().eval()
+    x = (torch.rand(6, 16, 100, dtype=torch.float64) < 0.8).double()
+    with torch.no_grad():
+        out, _ = model(x)
+    ir_net, _ = model.to_ir()
+    result = Emulator(ir_net).run(model.chip_input(x.numpy(), ir_net.latency), record_all=True)
+    expected = (model.scores(out) * net.blocks[-1].neuron.w_scale).numpy()
+    assert np.abs(expected).max() * 64 >= 1 << 23                 # the whole-window total would wrap
+    assert result.overflow.current_wraps > 0
+    np.testing.assert_array_equal(chip_scores(model, ir_net, result), expected)
+
+
 def test_voting_output_scores_from_spike_counts():
     torch.manual_seed(0)
     net = SpikingNetwork((6,), [Dense(IF, 6, 4, weight_scale=8)])
@@ -276,6 +296,34 @@ def test_stdb_network_prepares_a_converted_snn():
     torch.testing.assert_close(blocks[1].synapse.weight, snn.blocks[1].synapse.weight)
     torch.testing.assert_close(blocks[-1].synapse.weight, snn.blocks[-1].synapse.weight)
     assert not any(p.requires_grad for n in model.network.neurons() for p in n.parameters())  # leak frozen
+
+
+def test_stdb_keeps_converted_average_pools_frozen_and_unscaled():
+    """The conversion writes an average pool as a depthwise conv with one constant tap per
+    channel; STDB must neither scale its θ by κ nor train it (Rathi's pool has no weights)."""
+    from snn2loihi.conversion import convert
+    from snn2loihi.training.spec import network_from_spec, network_spec
+
+    torch.manual_seed(0)
+    ann = bias_free_vgg((1, 8, 8), 3, config=(4, "A", 6), dropout=0.0).eval()
+    snn = convert(ann, torch.rand(16, 1, 8, 8), 8).snn
+    kinds = [is_average_pool(b) for b in snn.blocks[1:]]
+    assert kinds == [False, True, False, False, False]        # conv, pool, conv, flatten, dense
+    model = stdb_network(snn, 3, kappa=0.5, timesteps=8)
+    conv, pool = model.network.blocks[1], model.network.blocks[2]
+    assert conv.neuron.threshold == 0.5 * snn.blocks[1].neuron.threshold
+    assert pool.neuron.threshold == snn.blocks[2].neuron.threshold
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert id(pool.synapse.weight) not in trainable and id(conv.synapse.weight) in trainable
+    rebuilt = network_from_spec(network_spec(model.network))   # a resumed run keeps it frozen
+    assert not rebuilt.blocks[2].synapse.weight.requires_grad and rebuilt.blocks[1].synapse.weight.requires_grad
+    before = pool.synapse.weight.detach().clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model.train()
+    out, _ = model(torch.rand(4, 1, 8, 8, 8).lt(0.5).float())
+    F.cross_entropy(model.scores(out), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    assert torch.equal(pool.synapse.weight, before)
 
 
 def test_fixed_dropout_mask_is_constant_over_time():

@@ -9,7 +9,8 @@ order; tested), and its backward is the reference's gradient written out:
 Forward, per step t (θ threshold, k_i = (4096 - iDecay)/4096, k_v likewise)::
 
     u_t  = D_i(u_{t-1}) + z_t
-    p_t  = D_v(v_{t-1}) + u_t                 (pre-reset voltage)
+    p_t  = D_v(v_{t-1}) + u_t                 (pre-reset voltage; in fixed point clipped
+                                               to ±(2^23 - 1)/S like Loihi's v register)
     s_t  = H(p_t - θ)
     v_t  = p_t - θ·s_t        (soft)   |   p_t·(1 - s_t)   (hard)
 
@@ -33,6 +34,9 @@ from typing import Optional
 import torch
 
 from .surrogate import Surrogate
+
+#: Largest |v| of a 24-bit voltage register (Lava clips v to ±(2^23 - 1)).
+VOLTAGE_LIMIT = (1 << 23) - 1
 
 
 def _decay_factors(decay: torch.Tensor, unity: int, s_scale: Optional[int]) -> tuple:
@@ -62,6 +66,7 @@ class _LifSequence(torch.autograd.Function):
         i_factors = _decay_factors(i_decay, unity, s_scale)
         v_factors = _decay_factors(v_decay, unity, s_scale)
         flush_u = bool(i_decay.item() == unity)  # D_i(u) = 0: u is this step's input
+        v_limit = None if s_scale is None else VOLTAGE_LIMIT / s_scale
         pre = torch.empty((steps,) + shape, dtype=z.dtype, device=z.device)
         fired = torch.empty((steps,) + shape, dtype=torch.bool, device=z.device)
         dts = torch.empty_like(pre) if surrogate.needs_spike_time else None
@@ -72,6 +77,8 @@ class _LifSequence(torch.autograd.Function):
         for t in range(steps):
             u = z[..., t] if flush_u else _decay(u, i_factors) + z[..., t]
             p = torch.add(_decay(v, v_factors), u, out=pre[t])
+            if v_limit is not None:
+                p.clamp_(-v_limit, v_limit)  # Loihi saturates v at 24 bits (straight-through)
             s = torch.gt(p, theta, out=fired[t])  # == (p - θ > 0) exactly
             if dts is not None:
                 dts[t] = t - last_spike

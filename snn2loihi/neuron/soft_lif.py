@@ -5,7 +5,7 @@ blocks, and trained with the arithmetic it will have on Loihi. In slayer units (
 chip's integers divided by ``s_scale = scale · 64``), per step t::
 
     u[t] = D_i(u[t-1]) + z[t]                    z: weighted input spikes (N, ..., T)
-    v[t] = D_v(v[t-1]) + u[t]
+    v[t] = D_v(v[t-1]) + u[t]                    (fixed point: clipped to ±(2^23 - 1)/s_scale)
     s[t] = H(v[t] - θ)                           strict: spike when v > θ
     v[t] = v[t] - θ·s[t]        (soft reset, exported as CUBA_SOFT)
     v[t] = v[t]·(1 - s[t])      (hard reset, exported as stock CUBA)
@@ -29,7 +29,7 @@ from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
 from lava.lib.dl.slayer.utils import quantize
 
 from ..ir import DECAY_UNITY, HARD_RESET_TYPES, SOFT_RESET_TYPE
-from .fused import lif_sequence
+from .fused import VOLTAGE_LIMIT, lif_sequence
 from .surrogate import Exponential, Surrogate, spike
 
 RESETS = ("soft", "hard")
@@ -167,6 +167,9 @@ class Neuron(SlayerNeuron):
         for t in range(z.shape[-1]):
             u = self._decay(u, self.current_decay) + z[..., t]
             v = self._decay(v, self.voltage_decay) + u
+            if self.fixed_point:  # the chip's 24-bit v saturates (straight-through gradient)
+                limit = VOLTAGE_LIMIT / self.s_scale
+                v = _ste(v, v.clamp(-limit, limit))
             s = spike(v - theta, self.surrogate, theta, None if last_spike is None else t - last_spike)
             if last_spike is not None:
                 last_spike = last_spike.masked_fill(s.detach() > 0, float(t))

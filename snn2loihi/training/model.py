@@ -4,7 +4,7 @@
 :class:`~snn2loihi.blocks.network.SpikingNetwork` (what runs on Loihi) → class scores:
 
 - ``readout`` output (last block a :class:`~snn2loihi.training.modules.Readout`): the output
-  is the current O(t), (N, C, T); scores ``Σ_t O(t)`` (the readout membrane at window end).
+  is the current O(t), (N, C, T); scores ``Σ_t O(t)`` (what the readout neuron integrates).
 - ``spikes`` output: the last block spikes, (N, C·M, T); scores are spike counts summed over
   each class's group of M voting neurons (M = 1: one neuron per class).
 
@@ -26,7 +26,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-
 import torch.nn.functional as F
 
 from .. import ir
@@ -36,9 +35,8 @@ from ..data.encoding import pad_time
 from ..neuron.soft_lif import Neuron
 from ..sim.synapses import shift_one_step
 from .modules import Encoder, Readout
-from .stbp import NeuNorm
 from .spec import network_from_spec, network_spec, neuron_kwargs, neuron_spec
-
+from .stbp import NeuNorm
 
 TIMINGS = ("aligned", "device")
 #: Modules without a synapse that device timing passes through (no delay of their own).
@@ -98,6 +96,8 @@ class SNNClassifier(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.timing == "device"
+        if device and not self.chain:
+            raise ValueError("device timing needs a chain of synapse layers (no residual blocks)")
         pad = self.latency if device else 0
         rates = []
         if self.encoder is not None:
@@ -106,8 +106,6 @@ class SNNClassifier(torch.nn.Module):
         elif pad:
             x = F.pad(x, (0, pad))
         for block in self.network.blocks:
-            if device and not hasattr(block, "synapse") and not isinstance(block, _UNTIMED):
-                raise ValueError(f"device timing needs a chain of synapse layers, found {type(block).__name__}")
             x = block(shift_one_step(x) if device and hasattr(block, "synapse") else x)
             if _spiking(block):
                 rates.append(x.mean())
@@ -188,13 +186,17 @@ def chip_scores(model: SNNClassifier, net: ir.Network, result) -> np.ndarray:
 
     Each layer's window is the T steps from its depth d on. Spiking output: spike counts of
     the last layer (d = L) in its window, per voting group. Readout: what the readout neuron
-    integrated over its window, i.e. its membrane at the last step minus its membrane at
-    step L - 1 (two probes), = ``Σ W·s_prev`` over the window of the layer feeding it
-    (d = L - 1), wrapped to 24 bits as Loihi's current register. Computed from the recorded
-    spikes with the chip's own integer synapse (:class:`snn2loihi.sim.synapses.Synapse`).
-    (Without biases no layer fires before its window, so this equals the whole run.)
+    integrated over its window, ``Σ_t O(t)`` with ``O(t) = W·s_prev(t)`` from the layer
+    feeding it (d = L - 1). The readout's current register u integrates O(t) and wraps at
+    24 bits, so a long window (e.g. T = 100 after conversion) can wrap the total although
+    no single step does; the host therefore reads u at every step of the window (a
+    C-value probe) and sums the increments ``wrap24(u(t) - u(t-1)) = wrap24(O(t))`` in 64
+    bits. Computed from the recorded spikes with the chip's own integer synapse
+    (:class:`snn2loihi.sim.synapses.Synapse`). (Without biases no layer fires before its
+    window, so this equals the whole run.)
     """
-    steps, latency = model.timesteps, net.latency
+    latency = net.latency
+    steps = result.output.shape[-1] - latency   # the input's T (spike input brings its own)
     if not model.readout:
         out = result.output[..., latency:latency + steps]
         counts = out.reshape(out.shape[0], -1, out.shape[-1]).sum(-1)
@@ -206,8 +208,8 @@ def chip_scores(model: SNNClassifier, net: ir.Network, result) -> np.ndarray:
     last = len(net.layers) - 1
     source = max(i for i in result.spikes if i < last and not isinstance(net.layers[i], FlattenLayer))
     spikes = torch.as_tensor(result.spikes[source][..., latency - 1:latency - 1 + steps].astype(np.int64))
-    n, steps = spikes.shape[0], spikes.shape[-1]
+    n = spikes.shape[0]
     flat = spikes.movedim(-1, 1).reshape((n * steps,) + tuple(spikes.shape[1:-1]))
     current, _ = Synapse(net.layers[last], torch.device("cpu"))(flat)
-    total = current.reshape(n, steps, -1).sum(1)
-    return (wrap_signed(total << ACT_SHIFT) >> ACT_SHIFT).numpy()
+    increments = wrap_signed(current << ACT_SHIFT) >> ACT_SHIFT
+    return increments.reshape(n, steps, -1).sum(1).numpy()

@@ -7,7 +7,8 @@ neurons, e.g. ``{"threshold": 1.0, "voltage_decay": 0.5, "reset": "hard",
 "surrogate": {"name": "Triangle", "gamma": 1.0}, "dropout": {"p": 0.2, "per_step": false}}``.
 
 Block descriptions: ``{"type": "Conv" | "Dense" | "Pool" | "Flatten" | "Readout" |
-"BatchNormConv" | "BatchNormDense" | "NeuNorm" | "Residual", ...geometry, "neuron": {...}}``.
+"BatchNormConv" | "BatchNormDense" | "NeuNorm" | "Residual", ...geometry, "neuron": {...}}``;
+Conv and Dense blocks with frozen weights carry ``"trainable": false``.
 """
 from __future__ import annotations
 
@@ -94,6 +95,8 @@ def block_spec(block) -> dict:
         return {"type": "Pool", **spec, **_geometry(syn)}
     if isinstance(block, (Conv, Dense)):
         spec.update({"in": int(syn.in_channels), "out": int(syn.out_channels)})
+        if not syn.weight.requires_grad:
+            spec["trainable"] = False
         if isinstance(block, Conv):
             spec.update(_geometry(syn), groups=int(syn.groups))
         spec["type"] = type(block).__name__ if isinstance(block, (BatchNormConv, BatchNormDense)) else (
@@ -147,7 +150,10 @@ def block_from_spec(spec: dict) -> torch.nn.Module:
 
 def _with_state(block: torch.nn.Module, spec: dict) -> torch.nn.Module:
     """Give the block the optional tensors its description names: a synapse bias (a constant
-    current per step) and the neuron's initial voltage ``v_init``."""
+    current per step) and the neuron's initial voltage ``v_init``; ``"trainable": false``
+    freezes the synapse weights (e.g. an average pool written as a depthwise conv)."""
+    if spec.get("trainable") is False:
+        block.synapse.weight.requires_grad_(False)
     if spec.get("bias"):
         block.synapse.bias = torch.nn.Parameter(torch.zeros(block.synapse.out_channels))
     v_init = (spec.get("neuron") or {}).get("v_init")

@@ -6,7 +6,7 @@ Pipeline (the trainer runs it for ``method: hybrid``):
 2. convert it by threshold balancing with :func:`snn2loihi.conversion.convert` into a
    soft-reset integrate-and-fire SNN (weights and per-layer thresholds copied);
 3. :func:`stdb_network`: multiply the thresholds of the conv/dense neurons by κ (smaller T
-   needs smaller thresholds; average pools keep their rate-preserving θ), make the output a
+   needs smaller thresholds), make the output a
    non-spiking :class:`~snn2loihi.training.modules.Readout` (Rathi's output integrator; the
    logits are its membrane / T), and give every neuron the STDB surrogate
    ``∂s/∂v = (α/θ)·exp(-β·Δt)`` (:class:`~snn2loihi.neuron.surrogate.STDB`, Δt = steps since
@@ -14,6 +14,12 @@ Pipeline (the trainer runs it for ``method: hybrid``):
    sample for all time steps;
 4. fine-tune the weights only (thresholds and leak are plain numbers, not parameters) with
    BPTT and cross-entropy for a few epochs at the small T.
+
+Average pools are not trained and keep their θ: in Rathi's SNN a pool has no neuron and no
+weights, and the conversion writes it as a depthwise conv with one constant weight per
+channel (:func:`is_average_pool`). Scaling its θ by κ would multiply the rates by 1/κ once
+more after every pool, and training its weights would turn it into a learned filter the
+paper does not have; both made fine-tuning diverge (spike rates doubling within one epoch).
 
 The converted network (κ = 1, ``conversion_timesteps`` steps) is evaluated first: its
 accuracy is the baseline the hybrid network should reach with ≥ 5× fewer steps.
@@ -26,7 +32,7 @@ import numpy as np
 import torch
 
 from ..blocks.network import SpikingNetwork
-from ..blocks.soft_lif import Pool
+from ..blocks.soft_lif import Conv, Pool
 from ..errors import TrainingError
 from .inputs import InputEncoding
 from .model import SNNClassifier
@@ -57,13 +63,29 @@ def bias_free_vgg(input_shape, num_classes: int, config=(32, "A", 64, "A", 128),
     return torch.nn.Sequential(*layers)
 
 
+def is_average_pool(block: torch.nn.Module) -> bool:
+    """Whether ``block`` is an average pool as the conversion writes it: a bias-free
+    depthwise conv (groups = in = out channels) whose taps are one positive constant per
+    channel, ``w[c] = (θ_in/θ_out)/k²``, or our :class:`~snn2loihi.blocks.soft_lif.Pool`."""
+    if isinstance(block, Pool):
+        return True
+    syn = getattr(block, "synapse", None)
+    if not isinstance(block, Conv) or getattr(syn, "bias", None) is not None:
+        return False
+    if not syn.groups == syn.in_channels == syn.out_channels:
+        return False
+    taps = syn.weight.detach().reshape(syn.out_channels, -1)
+    return bool((taps > 0).all() and (taps == taps[:, :1]).all())
+
+
 def stdb_network(snn: SpikingNetwork, num_classes: int, kappa: float = 1.0, alpha: float = 0.3, beta: float = 0.01,
                  dropout: float = 0.0, timesteps: int = 8, logit_scale: float = 1.0) -> SNNClassifier:
     """A converted SNN prepared for STDB fine-tuning (step 3 of the module docstring).
 
     Args:
         snn: the converted network (soft-reset IF neurons, thresholds from balancing).
-        kappa: threshold scale κ for the conv/dense neurons.
+        kappa: threshold scale κ for the conv/dense neurons (not the average pools, which
+            also keep their weights frozen: :func:`is_average_pool`).
         alpha, beta: STDB surrogate parameters.
         dropout: dropout probability of the hidden layers (same mask at every step).
         logit_scale: multiplies the readout weights; the output threshold θ_out of the
@@ -75,9 +97,12 @@ def stdb_network(snn: SpikingNetwork, num_classes: int, kappa: float = 1.0, alph
     if any(block.get("bias") for block in blocks):
         raise TrainingError("hybrid STDB needs a bias-free ANN (Rathi et al.: no bias, no BN); the converted "
                             "network has bias currents")
-    for i, block in enumerate(blocks):
+    for i, (block, module) in enumerate(zip(blocks, snn.blocks[1:])):
         neuron = block.get("neuron")
-        if neuron is None or block["type"] == "Pool":
+        if neuron is None:
+            continue
+        if is_average_pool(module):
+            block["trainable"] = False
             continue
         neuron["threshold"] = float(neuron["threshold"]) * kappa
         if neuron.get("v_init") is not None:  # keep u0 the same fraction of θ

@@ -114,6 +114,11 @@ class Trainer:
         self.device = device or self.recipe["device"]
         self.dist = Distributed.from_env(self.device)
         self.device = self.dist.device
+        if self.device.startswith("cuda"):
+            # The fixed-point forward relies on exact float32 products of integers; cuDNN's
+            # TF32 convolutions round operands to 10-bit mantissas (default on Ampere+).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.path = os.path.join(out_dir, CHECKPOINT)
         self.data, self.num_classes = load_dataset(self.recipe["data"])
         self.encoding = InputEncoding(self.recipe["data"]["input"], self.recipe["seed"])
