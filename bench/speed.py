@@ -12,6 +12,10 @@ Peers (snnTorch, SpikingJelly) are installed with ``pip --target bench/.peers --
 so that they run on this environment's torch without touching it; lava-dl slayer's CUBA
 blocks come with lava-dl. A peer that cannot be installed or run is reported as such.
 
+A neuron-free run of the same synapses (``synapses_only``) bounds what any implementation on
+dense PyTorch convolutions can reach: ``ceiling_ratio_to_fastest_peer`` below 2 means the
+issue's "2× the fastest peer" is out of reach on this machine without sparse synapses.
+
 Usage: ``.venv/bin/python bench/speed.py [--steps 4] [--timesteps 4 8 16] [--device cuda]``
 """
 from __future__ import annotations
@@ -98,8 +102,23 @@ def spikingjelly_net(timesteps: int):
     return net, forward
 
 
+def synapses_only(timesteps: int):
+    """The workload's synapses with no neurons at all, all T steps as one (N·T) batch: the
+    ceiling of any SNN built on dense PyTorch convolutions (ours or a peer's)."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.AvgPool2d(2),
+                              torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(3136, 10))
+
+    def forward(x):
+        n, t = x.shape[0], x.shape[-1]
+        return net(x.movedim(-1, 1).reshape(n * t, *x.shape[1:-1])).reshape(n, t, -1).movedim(1, -1)
+    return net, forward
+
+
+CEILING = "synapses only, no neurons (ceiling)"
 FRAMEWORKS = {"ours": ours, "lava-dl slayer CUBA": slayer_cuba, "snntorch": snntorch_net,
-              "spikingjelly": spikingjelly_net}
+              "spikingjelly": spikingjelly_net,
+              CEILING: synapses_only}
 
 
 def training_throughput(make, timesteps: int, steps: int, device: str) -> float:
@@ -263,7 +282,8 @@ def main() -> None:
         return
 
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "device": args.device, "threads": torch.get_num_threads()},
+                          "device": args.device, "threads": torch.get_num_threads(),
+                          "load_average_at_start": os.getloadavg()[0]},
               "peers": install_peers(), "training_samples_per_s": {}, "threads": {}}
     for t in args.timesteps:
         report["training_samples_per_s"][f"T={t}"] = row = {}
@@ -275,8 +295,9 @@ def main() -> None:
             print(f"T={t:2d} {name:22s} {row[name] if isinstance(row[name], str) else f'{row[name]:8.1f} samples/s'}",
                   flush=True)
         row["ours (reference loop)"] = training_throughput(lambda tt: ours(tt, fused=False), t, args.steps, args.device)
-        peers = [v for k, v in row.items() if not k.startswith("ours") and isinstance(v, float)]
+        peers = [v for k, v in row.items() if not k.startswith("ours") and k != CEILING and isinstance(v, float)]
         row["ratio_to_fastest_peer"] = row["ours"] / max(peers) if peers else None
+        row["ceiling_ratio_to_fastest_peer"] = row[CEILING] / max(peers) if peers else None
     report["forward_mismatches_fused_vs_reference"] = {f"T={t}": forward_identity(t) for t in args.timesteps}
     if args.device == "cpu":
         for threads in (1, 2):
@@ -304,6 +325,7 @@ def main() -> None:
             Emulator(net).run(x)
             report["threads"][f"emulator demo-like, {threads} thread(s)"] = 2000 / (time.perf_counter() - start)
         torch.set_num_threads(2)
+    report["machine"]["load_average_at_end"] = os.getloadavg()[0]
     os.makedirs(args.out_dir, exist_ok=True)
     suffix = "" if args.device == "cpu" else f"_{args.device}"
     with open(os.path.join(args.out_dir, f"speed{suffix}.json"), "w") as handle:
@@ -315,9 +337,12 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     lines = [f"# Speed ({report['machine']['device']}, {report['machine']['cpus']} CPUs, torch "
-             f"{report['machine']['torch']})", "", "## Training throughput (samples/s, batch 64, fwd+bwd+SGD)", ""]
+             f"{report['machine']['torch']})", "",
+             f"Load average (1 min) at start {report['machine']['load_average_at_start']:.2f}, at end "
+             f"{report['machine']['load_average_at_end']:.2f}: other jobs sharing the cores make every figure "
+             f"unreliable.", "", "## Training throughput (samples/s, batch 64, fwd+bwd+SGD)", ""]
     for t, row in report["training_samples_per_s"].items():
-        cells = ", ".join(f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items())
+        cells = ", ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items())
         lines.append(f"- {t}: {cells}")
     lines += ["", f"Fused vs reference forward spike mismatches: {report['forward_mismatches_fused_vs_reference']}"]
     for key in ("threads", "memory_mb", "matmul_gflops"):
