@@ -1,10 +1,12 @@
 """ANN → SNN conversion on Fashion-MNIST: accuracy vs T for threshold rules × residual blocks.
 
     .venv/bin/python bench/conversion.py [--models 20,110,56] [--timesteps 4,8,16,32,64,128] \\
-        [--deep-timesteps 4,8,16,32] [--test 200] [--calib 128] [--ann-dir bench/ann]
+        [--deep-timesteps 4,8,16,32] [--test 200] [--calib 128] [--ann-dir bench/ann] \
+        [--activation relu|qcfs --levels 8 --width 4]
 
-For every CIFAR-style ResNet (``models/ann.py``; checkpoints from ``bench/train_ann.py``,
-trained here on the CPU when missing), every rule (max / percentile / tuned), block
+For every CIFAR-style ResNet (``models/ann.py``, ReLU or clip-floor-shift activation;
+checkpoints from ``bench/train_ann.py``, trained here on the CPU when missing), every rule
+(max / percentile / clip / tuned; clip only for clip-floor-shift ANNs), block
 (standard / restructured) and T, it converts the ANN with ``snn2loihi.conversion.convert``
 and measures the SNN's test accuracy in float (unquantized weights) and in Loihi fixed point
 (the torch network in chip arithmetic, which equals the emulator's output counts: checked
@@ -14,8 +16,9 @@ use ``--deep-timesteps``.
 Rows are appended to ``OUT/conversion.json`` after each configuration (atomically; a rerun
 resumes), and ``OUT/conversion.md`` + ``OUT/conversion.png`` (accuracy vs T) are rewritten
 from all rows at the end. JSON rows: ``model, layers, rule, block, timesteps, accuracy_ann,
-accuracy_snn_float, accuracy_snn_fixed_point`` (fractions) plus test/calibration sizes,
-latency, seconds and the output layer's conversion error.
+accuracy_snn_float, accuracy_snn_fixed_point`` (fractions) plus ``activation`` (``relu`` or
+``qcfs-L<L>``), width, test/calibration sizes, latency, seconds and the output layer's
+conversion error.
 """
 from __future__ import annotations
 
@@ -31,12 +34,25 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import snn2loihi  # noqa: E402,F401  (imports Lava's multiprocessing first)
-from models.ann import count_layers, load_checkpoint, resnet, save_checkpoint, train  # noqa: E402
+from models.ann import (activation_label, count_layers, load_checkpoint, resnet, resnet_file,  # noqa: E402
+                        save_checkpoint, train)
 from snn2loihi.conversion import convert  # noqa: E402
 from snn2loihi.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from snn2loihi.sim.emulator import Emulator  # noqa: E402
 
-RULES, BLOCKS = ("max", "percentile", "tuned"), ("standard", "restructured")
+RULES, BLOCKS = ("max", "percentile", "clip", "tuned"), ("standard", "restructured")
+
+
+def key(row: dict) -> tuple:
+    """What identifies a configuration (rows from before the activation and bias columns are
+    ReLU with timed biases)."""
+    return (row["model"], row.get("activation", "relu"), row.get("width"), row.get("bias", "timed"), row["rule"],
+            row["block"], row["timesteps"])
+
+
+def variant(row: dict) -> tuple:
+    """(model, activation, width, bias): one table and one plot panel."""
+    return key(row)[:4]
 
 
 def atomic_json(path: str, data) -> None:
@@ -48,15 +64,17 @@ def atomic_json(path: str, data) -> None:
 
 
 def ann_for(depth: int, args, data):
-    path = os.path.join(args.ann_dir, f"resnet{depth}.pt")
+    path = os.path.join(args.ann_dir, resnet_file(depth, args.width, args.activation, args.levels))
     if not os.path.isfile(path):
-        print(f"no {path}: training ResNet-{depth} (width {args.width}) on the CPU for {args.train_epochs} epochs "
-              f"on {args.train_images} images", flush=True)
-        model = resnet(depth, args.width)
+        print(f"no {path}: training ResNet-{depth} (width {args.width}, {args.activation}) on the CPU for "
+              f"{args.train_epochs} epochs on {args.train_images} images", flush=True)
+        arch = {"name": "resnet", "depth": depth, "width": args.width, "activation": args.activation,
+                "levels": args.levels}
+        model = resnet(depth, args.width, activation=args.activation, levels=args.levels)
         start = time.time()
         train(model, torch.tensor(data.x_train[:args.train_images]), torch.tensor(data.y_train[:args.train_images]),
               args.train_epochs)
-        save_checkpoint(path, model, {"name": "resnet", "depth": depth, "width": args.width},
+        save_checkpoint(path, model, arch,
                         {"epochs": args.train_epochs, "train_images": args.train_images,
                          "train_seconds": time.time() - start, "device": "cpu"})
     model, arch, meta = load_checkpoint(path)
@@ -76,22 +94,25 @@ def run(args) -> list:
     calib = torch.tensor(data.x_train[:args.calib])
     path = os.path.join(args.out, "conversion.json")
     rows = json.load(open(path)) if os.path.isfile(path) else []
-    done = {(r["model"], r["rule"], r["block"], r["timesteps"]) for r in rows}
+    done = {key(r) for r in rows}
     for depth in (int(d) for d in args.models.split(",")):
         ann, arch, meta = ann_for(depth, args, data)
         name, layers = f"ResNet-{depth}", count_layers(ann)
+        act = activation_label(arch.get("activation", "relu"), arch.get("levels", 8))
+        rules = [r for r in args.rules.split(",") if r != "clip" or act != "relu"]  # clip = percentile for ReLU
         ann_acc = accuracy(ann, x_test, y_test)
         steps = args.deep_timesteps if layers > 60 else args.timesteps
         for t in (int(s) for s in steps.split(",")):
             for block in args.blocks.split(","):
-                for rule in args.rules.split(","):
-                    if (name, rule, block, t) in done:
+                for rule in rules:
+                    if (name, act, arch.get("width"), args.bias, rule, block, t) in done:
                         continue
                     start = time.time()
-                    result = convert(ann, calib, t, rule=rule, block=block)
+                    result = convert(ann, calib, t, rule=rule, block=block, bias=args.bias)
                     converted = time.time() - start
                     counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
-                    row = {"model": name, "layers": layers, "rule": rule, "block": block, "timesteps": t,
+                    row = {"model": name, "activation": act, "bias": args.bias, "layers": layers, "rule": rule,
+                           "block": block, "timesteps": t,
                            "accuracy_ann": ann_acc,
                            "accuracy_snn_float": float(np.mean(counts[False].argmax(1) == y_test)),
                            "accuracy_snn_fixed_point": float(np.mean(counts[True].argmax(1) == y_test)),
@@ -109,14 +130,23 @@ def run(args) -> list:
                                                  "mismatched_counts": int((emulated != counts[True][:len(x)]).sum())}
                     rows.append(row)
                     atomic_json(path, rows)
-                    print(f"{name} T={t:3d} {block:12s} {rule:10s} ANN {ann_acc:.4f} SNN float "
+                    print(f"{name} {act} {args.bias} T={t:3d} {block:12s} {rule:10s} ANN {ann_acc:.4f} SNN float "
                           f"{row['accuracy_snn_float']:.4f} fixed {row['accuracy_snn_fixed_point']:.4f} "
                           f"({row['convert_seconds']:.0f}+{row['eval_seconds']:.0f} s)", flush=True)
     return rows
 
 
+def _order(var: tuple) -> tuple:
+    return int(var[0].split("-")[1]), var[1], var[2] or 0, var[3]
+
+
+def _title(var: tuple) -> str:
+    model, act, width, bias = var
+    return f"{model}, {act}, width {width}, {bias} bias"
+
+
 def write_markdown(rows: list, out: str, args) -> None:
-    models = sorted({r["model"] for r in rows}, key=lambda m: int(m.split("-")[1]))
+    variants = sorted({variant(r) for r in rows}, key=_order)
     lines = ["# ANN → SNN conversion on Fashion-MNIST (bench/conversion.py)", "",
              "Rendered by `.venv/bin/python bench/conversion.py " + " ".join(args.argv) + "`.", "",
              "Accuracy (fraction) of the converted soft-reset IF SNN on the first test images (count per "
@@ -125,16 +155,19 @@ def write_markdown(rows: list, out: str, args) -> None:
              "did one). Thresholds from the first training images. T = input steps; the chip needs "
              "T + latency steps (latency = weight layers). Rows are per model, block and rule; a '–' is a "
              "configuration this run did not reach (the script resumes from conversion.json).", "",
-             "Method (snn2loihi.conversion): BN folded, IF neurons with soft reset, u0 = θ/2, biases as "
-             "constant currents with timed initial voltages, rate-coded input, spike-count readout; "
-             "`tuned` = per-layer scale c ∈ {0.4 … 1.15} × the 99.9th percentile minimising the measured "
-             "layer error at T (greedy from the input). `standard` blocks use skip layers (shortcut one step "
+             "Method (snn2loihi.conversion): BN folded, IF neurons with soft reset, u0 = θ/2, rate-coded "
+             "input, spike-count readout; biases `timed` (constant currents with pre-compensated initial "
+             "voltages, capped at the threshold, so deep layers with negative biases start their window "
+             "short) or `clock` (weights from a clock channel of the layer before: exact at any depth); "
+             "`clip` = θ = the clip λ the ANN learned with its clip-floor-shift activation (QCFS, Bu et al. "
+             "2022; L levels); `tuned` = per-layer scale c ∈ {0.4 … 1.15} × that λ (or, for ReLU ANNs, the "
+             "99.9th percentile) minimising the measured layer error at T (greedy from the input). `standard` blocks use skip layers (shortcut one step "
              "early on the chip); `restructured` relays the shortcut through IF neurons (matched latency, "
              "plain chain).", ""]
-    for model in models:
-        sub = [r for r in rows if r["model"] == model]
+    for var in variants:
+        sub = [r for r in rows if variant(r) == var]
         first = sub[0]
-        lines += [f"## {model} ({first['layers']} weight layers, width {first['width']}, ANN accuracy "
+        lines += [f"## {_title(var)} ({first['layers']} weight layers, ANN accuracy "
                   f"{first['accuracy_ann']:.4f} on these {first['test_samples']} test images; ANN trained "
                   f"{first['ann_train']['epochs']} epochs on {first['ann_train']['train_images']} images, "
                   f"{first['ann_train']['device']}; {first['calib_samples']} calibration images)", "",
@@ -156,8 +189,9 @@ def write_markdown(rows: list, out: str, args) -> None:
                           f"{sum(c['samples'] for c in checks)} checked samples."]
         lines.append("")
     lines += ["Cells: float / fixed point. See conversion.png for the curves.", "", "## Targets (issue 4)", ""]
-    for model in models:
-        sub = {(r["block"], r["rule"], r["timesteps"]): r for r in rows if r["model"] == model}
+    for var in variants:
+        model = _title(var)
+        sub = {(r["block"], r["rule"], r["timesteps"]): r for r in rows if variant(r) == var}
         for t in sorted({k[2] for k in sub}):
             best, base = sub.get(("restructured", "tuned", t)), sub.get(("standard", "max", t))
             if best is None:
@@ -165,9 +199,12 @@ def write_markdown(rows: list, out: str, args) -> None:
             gap = best["accuracy_ann"] - best["accuracy_snn_fixed_point"]
             vs = "" if base is None else (f"; max-norm standard {base['accuracy_snn_fixed_point']:.3f} "
                                           f"({best['accuracy_snn_fixed_point'] - base['accuracy_snn_fixed_point']:+.3f})")
+            top = max((r for k, r in sub.items() if k[2] == t), key=lambda r: r["accuracy_snn_fixed_point"])
             lines.append(f"- {model}, T={t}: tuned + restructured {best['accuracy_snn_fixed_point']:.3f} vs ANN "
                          f"{best['accuracy_ann']:.3f} (gap {100 * gap:.1f} points; target ≤ 1 point at T ≤ 32: "
-                         f"{'met' if gap <= 0.01 else 'not met'}){vs}")
+                         f"{'met' if gap <= 0.01 else 'not met'}){vs}; best here: {top['rule']} + {top['block']} "
+                         f"{top['accuracy_snn_fixed_point']:.3f} (gap "
+                         f"{100 * (top['accuracy_ann'] - top['accuracy_snn_fixed_point']):.1f} points)")
     with open(os.path.join(out, "conversion.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -178,12 +215,12 @@ def plot(rows: list, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({r["model"] for r in rows}, key=lambda m: int(m.split("-")[1]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        sub = [r for r in rows if r["model"] == model]
+    variants = sorted({variant(r) for r in rows}, key=_order)
+    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
+    for ax, var in zip(axes[0], variants):
+        sub = [r for r in rows if variant(r) == var]
         for block, style in zip(BLOCKS, ("--", "-")):
-            for rule, color in zip(RULES, ("tab:red", "tab:blue", "tab:green")):
+            for rule, color in zip(RULES, ("tab:red", "tab:blue", "tab:purple", "tab:green")):
                 pts = sorted((r["timesteps"], r["accuracy_snn_fixed_point"]) for r in sub
                              if (r["block"], r["rule"]) == (block, rule))
                 if pts:
@@ -192,7 +229,7 @@ def plot(rows: list, out: str) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (input steps)")
         ax.set_ylabel("test accuracy (Loihi fixed point)")
-        ax.set_title(f"{model} ({sub[0]['layers']} layers)")
+        ax.set_title(f"{_title(var)}", fontsize=9)
         ax.set_ylim(0, 1)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -210,7 +247,12 @@ def main(argv=None) -> int:
     p.add_argument("--calib", type=int, default=128)
     p.add_argument("--check", type=int, default=8, help="emulator spot check images")
     p.add_argument("--ann-dir", default="bench/ann")
-    p.add_argument("--width", type=int, default=4, help="for ANNs trained here")
+    p.add_argument("--width", type=int, default=4, help="ResNet width (stem channels)")
+    p.add_argument("--activation", default="relu", choices=("relu", "qcfs"),
+                   help="the ANN's activation (qcfs: clip-floor-shift, converts at small T)")
+    p.add_argument("--levels", type=int, default=8, help="L of the qcfs activation")
+    p.add_argument("--bias", default="clock", choices=("clock", "timed", "current"),
+                   help="how biases reach the neurons (snn2loihi.conversion.convert)")
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=60000)
     p.add_argument("--data-dir")
@@ -224,9 +266,9 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, "conversion.json")
     if args.merge:
         rows = json.load(open(path)) if os.path.isfile(path) else []
-        keys = {(r["model"], r["rule"], r["block"], r["timesteps"]) for r in rows}
+        keys = {key(r) for r in rows}
         for other in args.merge:
-            rows += [r for r in json.load(open(other)) if (r["model"], r["rule"], r["block"], r["timesteps"]) not in keys]
+            rows += [r for r in json.load(open(other)) if key(r) not in keys]
         atomic_json(path, rows)
     rows = json.load(open(path)) if args.report_only else run(args)
     write_markdown(rows, args.out, args)

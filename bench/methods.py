@@ -82,12 +82,16 @@ def shrink(recipe: dict, args: argparse.Namespace) -> dict:
 
 def code_version() -> str:
     """The commit that measured a row (``+dirty`` with uncommitted changes), so stale rows
-    kept by ``--rows-from`` can be told from fresh ones."""
+    kept by ``--rows-from`` can be told from fresh ones. Read once, when the run starts
+    (:data:`CODE`): the code a long run executes is what it imported then."""
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+CODE = code_version()
 
 
 def chip_row(checkpoint: str, label: str, args: argparse.Namespace, summary: dict) -> dict:
@@ -104,7 +108,7 @@ def chip_row(checkpoint: str, label: str, args: argparse.Namespace, summary: dic
            "epochs": summary.get("epochs"), "train_seconds": summary.get("train_seconds"),
            "train_device": summary.get("device"),
            "spikes_per_inference": None, "test_samples": int(len(data.x_test)), "deployable": True,
-           "recipe": recipe["name"], "checkpoint": os.path.relpath(checkpoint, ROOT), "code": code_version()}
+           "recipe": recipe["name"], "checkpoint": os.path.relpath(checkpoint, ROOT), "code": CODE}
     if summary.get("note"):
         row["note"] = summary["note"]
     if args.skip_chip:

@@ -1,10 +1,11 @@
 """Train the ANNs that bench/conversion.py converts: CIFAR-style ResNets on Fashion-MNIST.
 
-Pure PyTorch (no Lava import), so it also runs on a GPU machine with another Python:
+Pure PyTorch (no Lava or slayer import), so it also runs on a GPU machine with another Python:
 
-    python bench/train_ann.py --depths 20,56,110 --width 4 --epochs 15 --out bench/ann [--device cuda]
+    python bench/train_ann.py --depths 20,56,110 --width 4 --epochs 15 --out bench/ann [--device cuda] \
+        [--activation qcfs --levels 8]
 
-Writes ``OUT/resnet{depth}.pt`` (``models/ann.py`` checkpoints: architecture + state dict,
+Writes ``OUT/resnet{depth}_w{width}_{relu|qcfs-L8}.pt`` (``models/ann.py`` checkpoints: architecture + state dict,
 ``meta`` with the test accuracy, epochs and training time). The data are the official
 Fashion-MNIST IDX files (``apt-get install -y dataset-fashion-mnist`` puts them in
 /usr/share/datasets/fashion-mnist); they are read here with a small gzip-IDX reader instead
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from models.ann import count_layers, evaluate, resnet, save_checkpoint, train  # noqa: E402
+from models.ann import count_layers, evaluate, resnet, resnet_file, save_checkpoint, train  # noqa: E402
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -51,6 +52,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--depths", default="20,56,110")
     p.add_argument("--width", type=int, default=4)
+    p.add_argument("--activation", default="relu", choices=("relu", "qcfs"),
+                   help="qcfs: clip-floor-shift activation (converts at small T)")
+    p.add_argument("--levels", type=int, default=8, help="L of the qcfs activation")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--train", type=int, default=0, help="training images (0: all 60000)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -64,7 +68,8 @@ def main(argv=None) -> int:
         x_train, y_train = x_train[:args.train], y_train[:args.train]
     for depth in (int(d) for d in args.depths.split(",")):
         torch.manual_seed(0)
-        arch = {"name": "resnet", "depth": depth, "width": args.width}
+        arch = {"name": "resnet", "depth": depth, "width": args.width, "activation": args.activation,
+                "levels": args.levels}
         model = resnet(**{k: v for k, v in arch.items() if k != "name"})
         start = time.time()
         train(model, x_train, y_train, args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
@@ -73,7 +78,8 @@ def main(argv=None) -> int:
         acc = evaluate(model, x_test, y_test, device=args.device)
         print(f"resnet{depth} ({count_layers(model)} layers): test accuracy {acc:.4f} after {seconds:.0f} s",
               flush=True)
-        save_checkpoint(os.path.join(args.out, f"resnet{depth}.pt"), model.cpu(), arch,
+        save_checkpoint(os.path.join(args.out, resnet_file(depth, args.width, args.activation, args.levels)),
+                        model.cpu(), arch,
                         {"test_accuracy": acc, "epochs": args.epochs, "train_images": len(x_train),
                          "train_seconds": seconds, "device": args.device})
     return 0

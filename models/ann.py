@@ -1,10 +1,10 @@
 """ANNs to convert into SNNs: CIFAR-style ResNets (any depth 6n+2) and VGG-style nets.
 
-Both are plain ``torch.nn.Sequential`` models of Conv2d / BatchNorm2d / ReLU / AvgPool2d /
-Linear and residual :class:`BasicBlock` s, the structure :mod:`snn2loihi.conversion` reads.
-Inputs are images with pixels in [0, 1] (no normalisation layer: BN after the first conv
-does that job and folds into it). Pure PyTorch: this module, :func:`train` and the
-checkpoint helpers run without Lava (e.g. on a GPU machine).
+Both are plain ``torch.nn.Sequential`` models of Conv2d / BatchNorm2d / ReLU (or
+clip-floor-shift) / AvgPool2d / Linear and residual :class:`BasicBlock` s, the structure
+:mod:`snn2loihi.conversion` reads. Inputs are images with pixels in [0, 1] (no normalisation
+layer: BN after the first conv does that job and folds into it). This module, :func:`train`
+and the checkpoint helpers run on any torch device (e.g. a GPU machine; no Lava runtime).
 
 - :func:`resnet`: He et al. 2016 §4.2 CIFAR ResNet: 3×3 conv stem (w channels), three
   stages of n basic blocks with w, 2w, 4w channels (stride 2 into stages 2 and 3, projection
@@ -12,6 +12,10 @@ checkpoint helpers run without Lava (e.g. on a GPU machine).
   ``depth = 6n + 2`` (20, 56, 110, 164 ...), ``w = width`` (16 in the paper).
 - :func:`vgg`: conv3×3-BN-ReLU stacks separated by 2×2 average pooling, then a linear
   classifier on the flattened features.
+
+Both take ``activation="relu"`` (default) or ``"qcfs"``: the clip-floor-shift activation
+with ``levels`` L and a trainable clip (:class:`snn2loihi.conversion.activation.ClipFloorShift`,
+Bu et al. 2022), which makes the ANN convert at small T.
 
 Checkpoints (:func:`save_checkpoint` / :func:`load_checkpoint`) hold the builder arguments
 and the state dict only, so they load with ``torch.load(..., weights_only=True)``.
@@ -28,18 +32,43 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["BasicBlock", "resnet", "vgg", "build", "save_checkpoint", "load_checkpoint", "train", "evaluate",
+from snn2loihi.conversion.activation import ClipFloorShift
+
+__all__ = ["BasicBlock", "activation_layer", "activation_label", "resnet_file", "resnet", "vgg", "build", "save_checkpoint", "load_checkpoint", "train", "evaluate",
            "count_layers"]
 
 
+def activation_layer(activation: str = "relu", levels: int = 8) -> nn.Module:
+    """``"relu"`` → ``nn.ReLU()``; ``"qcfs"`` → ``ClipFloorShift(levels)``."""
+    if activation == "relu":
+        return nn.ReLU()
+    if activation == "qcfs":
+        return ClipFloorShift(levels)
+    raise ValueError(f"unknown activation {activation!r} (relu or qcfs)")
+
+
+def activation_label(activation: str = "relu", levels: int = 8) -> str:
+    """``"relu"`` or ``"qcfs-L{levels}"``: how reports name an ANN's activation."""
+    return activation if activation == "relu" else f"{activation}-L{levels}"
+
+
+def resnet_file(depth: int, width: int, activation: str = "relu", levels: int = 8) -> str:
+    """Checkpoint file name of a ResNet: ``resnet{depth}_w{width}_{activation label}.pt``."""
+    return f"resnet{depth}_w{width}_{activation_label(activation, levels)}.pt"
+
+
 class BasicBlock(nn.Module):
-    """``ReLU(bn2(conv2(ReLU(bn1(conv1(x))))) + shortcut(x))``, 3×3 convs without bias.
+    """``act2(bn2(conv2(act1(bn1(conv1(x))))) + shortcut(x))``, 3×3 convs without bias,
+    act = ReLU or clip-floor-shift (:func:`activation_layer`).
 
     Shapes: (N, C_in, H, W) → (N, C_out, H/stride, W/stride).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, activation: str = "relu",
+                 levels: int = 8):
         super().__init__()
+        self.act1 = activation_layer(activation, levels)
+        self.act2 = activation_layer(activation, levels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -50,29 +79,33 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+        h = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(h)) + self.shortcut(x))
 
 
-def resnet(depth: int = 20, width: int = 16, in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
-    """CIFAR-style ResNet-``depth`` (depth = 6n + 2) with ``width`` stem channels."""
+def resnet(depth: int = 20, width: int = 16, in_channels: int = 1, num_classes: int = 10,
+           activation: str = "relu", levels: int = 8) -> nn.Sequential:
+    """CIFAR-style ResNet-``depth`` (depth = 6n + 2) with ``width`` stem channels and
+    ``activation`` (:func:`activation_layer`) after every conv."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"ResNet depth must be 6n + 2 with n >= 1 (20, 56, 110 ...), found {depth}")
     n = (depth - 2) // 6
-    layers: list = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    layers: list = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                    activation_layer(activation, levels)]
     channels = width
     for stage in range(3):
         out = width << stage
         for k in range(n):
-            layers.append(BasicBlock(channels, out, stride=2 if stage and k == 0 else 1))
+            layers.append(BasicBlock(channels, out, 2 if stage and k == 0 else 1, activation, levels))
             channels = out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
     return _init(nn.Sequential(*layers))
 
 
 def vgg(config: Sequence = (16, "A", 32, "A", 64), in_channels: int = 1, num_classes: int = 10,
-        input_size: int = 28) -> nn.Sequential:
-    """VGG-style net: integers are conv3×3-BN-ReLU with that many channels, ``"A"`` a 2×2 average pool."""
+        input_size: int = 28, activation: str = "relu", levels: int = 8) -> nn.Sequential:
+    """VGG-style net: integers are conv3×3-BN-act with that many channels, ``"A"`` a 2×2
+    average pool (act: :func:`activation_layer`)."""
     layers: list = []
     channels, size = in_channels, input_size
     for item in config:
@@ -80,7 +113,8 @@ def vgg(config: Sequence = (16, "A", 32, "A", 64), in_channels: int = 1, num_cla
             layers.append(nn.AvgPool2d(2))
             size //= 2
         else:
-            layers += [nn.Conv2d(channels, int(item), 3, padding=1, bias=False), nn.BatchNorm2d(int(item)), nn.ReLU()]
+            layers += [nn.Conv2d(channels, int(item), 3, padding=1, bias=False), nn.BatchNorm2d(int(item)),
+                       activation_layer(activation, levels)]
             channels = int(item)
     layers += [nn.Flatten(), nn.Linear(channels * size * size, num_classes)]
     return _init(nn.Sequential(*layers))

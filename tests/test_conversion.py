@@ -11,9 +11,12 @@ import torch
 from torch import nn
 
 from models.ann import BasicBlock, resnet, save_checkpoint, train, vgg
-from snn2loihi.conversion import ConversionError, convert, extract_graph
+from snn2loihi.conversion import ClipFloorShift, ConversionError, convert, extract_graph
+from snn2loihi.conversion.activation import clip_floor_shift
 from snn2loihi.conversion.graph import fold_bn
 from snn2loihi.conversion.report import ErrorAccumulator
+from snn2loihi.conversion.build import plan
+from snn2loihi.conversion.clock import clocked
 from snn2loihi.conversion.residual import restructured
 from snn2loihi.conversion.thresholds import TUNE_SCALES, percentile_of
 from snn2loihi.neuron.soft_lif import Neuron
@@ -161,44 +164,149 @@ def test_accuracy_approaches_the_ann_as_t_grows(digits):
     assert acc[64] >= ann_acc - 0.03 and acc[64] > acc[4]
 
 
-def test_timed_bias_equals_an_independent_delay_free_simulation():
-    """A converted MLP with biases of both signs (small enough for the v_init cap), run with
-    the chip's timing, fires in every layer's window exactly what a hand-written delay-free IF
-    network (v0 = 1/2, v += W·s + b each step, spike when v > 1, v -= 1) fires; the naive
-    bias="current" does not."""
+# --------------------------------------------------------------------------- clip-floor-shift ANNs
+
+@pytest.mark.parametrize("levels", [2, 4, 8])
+def test_clip_floor_shift_is_the_if_neuron_rate_at_t_equal_levels(levels):
+    """Bu et al. 2022: h(z) = λ·clip(floor(z·L/λ + 1/2)/L, 0, 1) is θ/T × the spike count of
+    a soft-reset IF neuron (θ = λ, u0 = θ/2) under constant input z for T = L steps."""
+    clip = 108 / 64  # on the neuron's threshold grid (slayer rounds θ to 1/64 at scale 64)
+    z = torch.empty(2000, dtype=torch.float64).uniform_(-0.5, 2.5, generator=torch.Generator().manual_seed(1))
+    neuron = Neuron(clip, fixed_point=False).double()
+    neuron.v_init = torch.full((len(z),), clip / 2, dtype=torch.float64)
+    count = neuron(z.reshape(1, -1, 1).expand(1, -1, levels).contiguous()).sum(-1)[0]
+    torch.testing.assert_close(clip_floor_shift(z, clip, levels), clip * count / levels)
+    # by hand: L = 4, λ = 2: z = 0.3 → floor(1.1) = 1 level of 0.5; z = 1.9 → floor(4.3) → 4 (clip)
+    assert clip_floor_shift(torch.tensor([0.3, 1.9, -0.2]), 2.0, 4).tolist() == [0.5, 2.0, 0.0]
+
+
+def test_clip_floor_shift_trains_its_clip_by_the_straight_through_gradient():
+    layer = ClipFloorShift(levels=4, clip=2.0)
+    z = torch.tensor([0.3, 1.0, 3.0], requires_grad=True)
+    layer(z).sum().backward()
+    # ∂h/∂z = 1 inside the clip range (STE), 0 above it; ∂h/∂λ: h = λ·q/L with q fixed, 1 above it
+    assert z.grad.tolist() == [1.0, 1.0, 0.0]
+    assert float(layer.clip.grad) == pytest.approx(1 / 4 - 0.3 / 2 + 2 / 4 - 1.0 / 2 + 1.0)
+    with pytest.raises(ValueError, match="clip > 0"):
+        ClipFloorShift(4, clip=0.0)
+
+
+def test_graph_keeps_the_trained_clips_through_restructuring():
+    ann = _randomize_bn(resnet(8, 2, activation="qcfs", levels=4))
+    acts = [m for m in ann.modules() if isinstance(m, ClipFloorShift)]
+    for k, m in enumerate(acts):
+        m.clip.data.fill_(0.5 + 0.25 * k)
+    x = torch.rand(4, 1, 8, 8)
+    graph = extract_graph(ann, (1, 8, 8), check_x=x)
+    clips = [n.clip for n in graph.nodes if n.clip is not None]
+    assert clips == pytest.approx([0.5 + 0.25 * k for k in range(len(acts))]) and len(acts) == 7
+    assert {n.levels for n in graph.nodes if n.clip is not None} == {4}
+    relayed = restructured(graph)
+    assert [n.clip for n in relayed.nodes if n.clip is not None] == clips
+    torch.testing.assert_close(relayed.forward(x.double())[-1], graph.forward(x.double())[-1])
+
+
+def test_clip_rule_uses_the_trained_clips_and_converts_closer_to_the_ann_at_small_t(digits):
+    """A clip-floor-shift VGG (L = 4) converted with θ = λ at T = L loses less accuracy than
+    the ReLU VGG trained the same way, converted with max norm (the point of QCFS)."""
+    split, relu_ann = digits
+    torch.manual_seed(0)
+    ann = vgg((8, "A", 16), input_size=8, activation="qcfs", levels=4)
+    train(ann, torch.tensor(split.x_train), torch.tensor(split.y_train), epochs=15, batch_size=64, lr=0.05,
+          augment=False, log=None)
+    ann.eval()
+    x_cal, x_test = torch.tensor(split.x_train[:128]), torch.tensor(split.x_test)
+
+    def gap(model, rule):
+        result = convert(model, x_cal, 4, rule=rule)
+        with torch.no_grad():
+            ann_acc = float((model(x_test).argmax(1).numpy() == split.y_test).mean())
+        return ann_acc - float((result.counts(split.x_test).argmax(1) == split.y_test).mean()), result
+
+    qcfs_gap, result = gap(ann, "clip")
+    clips = [float(m.clip) for m in ann.modules() if isinstance(m, ClipFloorShift)]
+    assert [e.threshold for e in result.report.layers if e.node.startswith("layer")][:len(clips)] == \
+        pytest.approx(clips)
+    assert qcfs_gap < gap(relu_ann, "max")[0]
+
+
+def _mlp(first_bias: tuple, later_bias: tuple) -> nn.Module:
     torch.manual_seed(1)
     ann = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4))
     with torch.no_grad():
-        for m in ann:
-            if isinstance(m, nn.Linear):
-                m.bias.uniform_(-0.03, 0.1)
-    x = torch.rand(40, 1, 4, 4)
-    t = 12
-    for mode, same in (("timed", True), ("current", False)):
-        result = convert(ann, x, t, bias=mode)
-        snn = result.snn.double()
-        snn.set_fixed_point(False)
-        spikes = torch.as_tensor(result.encode(x, pad=True), dtype=torch.float64)
-        with torch.no_grad():
-            _, rec = snn(spikes, record=True, timing="device")
-        s = spikes[..., :t].reshape(len(x), -1, t)
-        equal = True
-        for index, block in enumerate(snn.blocks):
-            if not hasattr(block, "synapse"):
-                continue
-            w = block.synapse.weight[..., 0, 0, 0]
-            b = block.synapse.bias if block.synapse.bias is not None else torch.zeros(w.shape[0])
-            v = torch.full((len(x), w.shape[0]), 0.5, dtype=torch.float64)
-            out = []
-            for step in range(t):
-                v = v + s[..., step] @ w.T + b
-                fired = (v > 1).double()
-                v = v - fired
-                out.append(fired)
-            s = torch.stack(out, -1)
-            depth = snn.depths[index]
-            equal &= bool(torch.equal(rec[index][..., depth:depth + t], s))
-        assert equal == same, mode
+        for k, m in enumerate(m for m in ann if isinstance(m, nn.Linear)):
+            m.bias.uniform_(*(first_bias if k == 0 else later_bias))
+    return ann
+
+
+def _equals_delay_free(result, x: torch.Tensor, t: int) -> bool:
+    """Whether every block fires, in its window of the chip-timed run, exactly what a
+    hand-written delay-free IF network of the same weights fires (v0 = 1/2, v += W·s + b
+    each step, spike when v > 1, v -= 1)."""
+    snn = result.snn.double()
+    snn.set_fixed_point(False)
+    spikes = torch.as_tensor(result.encode(x, pad=True), dtype=torch.float64)
+    with torch.no_grad():
+        _, rec = snn(spikes, record=True, timing="device")
+    s = spikes[..., :t].reshape(len(x), -1, t)
+    equal = True
+    for index, block in enumerate(snn.blocks):
+        if not hasattr(block, "synapse"):
+            continue
+        w = block.synapse.weight[..., 0, 0, 0]
+        b = block.synapse.bias if block.synapse.bias is not None else torch.zeros(w.shape[0])
+        v = torch.full((len(x), w.shape[0]), 0.5, dtype=torch.float64)
+        out = []
+        for step in range(t):
+            v = v + s[..., step] @ w.T + b
+            fired = (v > 1).double()
+            v = v - fired
+            out.append(fired)
+        s = torch.stack(out, -1)
+        depth = snn.depths[index]
+        equal &= bool(torch.equal(rec[index][..., depth:depth + t], s))
+    return equal
+
+
+def test_timed_bias_equals_an_independent_delay_free_simulation():
+    """Biases of both signs, small enough for the v_init cap: the timed bias fires exactly
+    what the delay-free network fires; the naive bias="current" does not."""
+    ann, x, t = _mlp((-0.03, 0.1), (-0.03, 0.1)), torch.rand(40, 1, 4, 4), 12
+    assert _equals_delay_free(convert(ann, x, t, bias="timed"), x, t)
+    assert not _equals_delay_free(convert(ann, x, t, bias="current"), x, t)
+
+
+def test_clocked_bias_is_exact_where_the_timed_bias_is_capped():
+    """Large negative biases in layers 2 and 3 (d·|b'| beyond the cap): the timed bias
+    starts those windows short, the clocked bias still equals the delay-free network, and
+    the clock channels fire every step of their windows."""
+    ann, x, t = _mlp((-0.03, 0.1), (-0.8, 0.2)), torch.rand(40, 1, 4, 4), 12
+    assert not _equals_delay_free(convert(ann, x, t, bias="timed"), x, t)
+    result = convert(ann, x, t, bias="clock")
+    assert _equals_delay_free(result, x, t)
+    clocks = [e for e in result.report.layers if e.node.startswith("clock")]
+    assert len(clocks) == 2 and all(e.rate == 1.0 and e.total == 0.0 for e in clocks)
+    assert result.snn.blocks[-1].synapse.weight.shape[0] == 4  # the output has no clock
+
+
+def test_clocked_graph_keeps_the_ann_function_and_refuses_padding_it_cannot_centre():
+    ann = _randomize_bn(resnet(8, 2))
+    for m in ann.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    graph = extract_graph(ann, (1, 8, 8))
+    x = torch.rand(3, 1, 8, 8).double()
+    for base in (graph, restructured(graph)):
+        timed = clocked(base)
+        assert sum(n.clock for n in timed.nodes) == len(plan(base)) - 2  # all layers but input and output
+        assert len(clocked(timed).nodes) == len(timed.nodes)  # no bias left: nothing to add
+        layer1 = set(plan(timed)[1].nodes)  # keeps its bias current (timed, depth 1)
+        assert all(op.bias is None for i, n in enumerate(timed.nodes) if i not in layer1 for op in n.ops)
+        torch.testing.assert_close(timed.forward(x)[-1], base.forward(x)[-1])
+    odd = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=2), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(2 * 10 * 10, 3))
+    with pytest.raises(ConversionError, match="'same' or no padding"):
+        clocked(extract_graph(odd, (1, 8, 8)))
 
 
 def _record_equal(result, images, emulator_net):
@@ -215,10 +323,11 @@ def _record_equal(result, images, emulator_net):
         np.testing.assert_array_equal(ours.reshape(spikes.shape), spikes, err_msg=f"layer {index}")
 
 
-def test_standard_resnet_matches_the_emulator_at_every_layer():
+@pytest.mark.parametrize("bias", ["clock", "timed"])
+def test_standard_resnet_matches_the_emulator_at_every_layer(bias):
     ann = _randomize_bn(resnet(8, 2))
     x = torch.rand(10, 1, 8, 8)
-    result = convert(ann, x[:6], 6, rule="percentile", block="standard")
+    result = convert(ann, x[:6], 6, rule="percentile", block="standard", bias=bias)
     net, _ = result.export()
     assert sum(getattr(l, "skip", None) is not None for l in net.layers) == 3
     _record_equal(result, x[6:], net)

@@ -25,18 +25,19 @@ DATASETS = ("fashion-mnist", "digits")
 
 def register(sub) -> None:
     p = sub.add_parser("convert", help="convert a trained ANN into a spiking network (netx + report)",
-                       description="ANN -> soft-reset IF SNN by threshold balancing (max, percentile) or "
-                                   "threshold tuning (tuned), with standard or restructured residual blocks; "
+                       description="ANN -> soft-reset IF SNN by threshold balancing (max, percentile), the "
+                                   "trained clip of a clip-floor-shift (QCFS) ANN (clip) or threshold tuning (tuned), with standard or restructured residual blocks; "
                                    "writes DIR/model.net for --timesteps and DIR/report.{json,txt} with the "
                                    "accuracy at every T of --sweep.")
     p.add_argument("--ann", required=True, help="ANN checkpoint (models/ann.py save_checkpoint)")
-    p.add_argument("--rule", choices=("max", "percentile", "tuned"), default="tuned")
+    p.add_argument("--rule", choices=("max", "percentile", "clip", "tuned"), default="tuned")
     p.add_argument("--block", choices=("standard", "restructured"), default="restructured")
     p.add_argument("--timesteps", type=int, default=32, help="T of the exported network")
     p.add_argument("--calib", type=int, default=256, help="calibration images (from the training set)")
     p.add_argument("--percentile", type=float, default=99.9)
     p.add_argument("--v-init", choices=("half", "zero"), default="half")
-    p.add_argument("--bias", choices=("timed", "current"), default="timed")
+    p.add_argument("--bias", choices=("clock", "timed", "current"), default="clock",
+                   help="clock: biases as weights from a clock channel (exact at any depth); timed: bias currents")
     p.add_argument("--sweep", default="4,8,16,32,64,128", help="comma-separated T values to evaluate")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", help="dataset folder (fashion-mnist)")

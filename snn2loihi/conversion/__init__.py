@@ -12,13 +12,24 @@ Public API (stable)::
 
 See :func:`convert` for the conventions, ``docs/residual.md`` for the residual blocks on
 the device and shared/research/algorithms.md §4 for the error analysis this follows.
-"""
-from .convert import BLOCKS, BIAS_MODES, RULES, V_INIT_MODES, ConversionResult, convert, encode
-from .errors import ConversionError
-from .graph import Graph, extract_graph
-from .network import ConvertedNetwork, SkipSynapse
-from .report import ConversionReport, LayerError
 
-__all__ = ["convert", "encode", "ConversionResult", "ConversionReport", "LayerError", "ConvertedNetwork",
-           "SkipSynapse", "Graph", "extract_graph", "ConversionError", "RULES", "BLOCKS", "BIAS_MODES",
-           "V_INIT_MODES"]
+Importing the package is light (PEP 562 lazy attributes): :mod:`~.activation`, the ANN-side
+clip-floor-shift layer, loads without importing slayer or Lava, so ANN training scripts
+(``models/ann.py``, ``bench/train_ann.py``) use it on any torch machine.
+"""
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {"convert": "converter", "encode": "converter", "ConversionResult": "converter", "RULES": "converter",
+          "BLOCKS": "converter", "BIAS_MODES": "converter", "V_INIT_MODES": "converter", "ConversionError": "errors",
+          "Graph": "graph", "extract_graph": "graph", "ConvertedNetwork": "network", "SkipSynapse": "network",
+          "ConversionReport": "report", "LayerError": "report", "ClipFloorShift": "activation"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

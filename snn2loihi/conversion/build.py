@@ -14,8 +14,8 @@ threshold mantissa = s) such that its weights fit the 8-bit grid (``max|W'|·s �
 bias the 13-bit mantissa (``≤ 4095``), its initial voltage the 24-bit v and one step of
 input the 24-bit u (``Σ|W'|·s·64 < 2^23``).
 
-**Bias timing** (``bias="timed"``, default). Biases are constant currents b' per step, as
-on the chip, where they act from step 0 although a layer at depth d receives its first
+**Bias timing** (``bias="timed"``; the default, ``"clock"`` of :mod:`~.clock`, has no
+cap). Biases are constant currents b' per step, as on the chip, where they act from step 0 although a layer at depth d receives its first
 input only at step d. With ``u0`` the intended initial voltage (θ/2 with
 ``v_init="half"``) each channel starts at ``v_init = min(u0 - d·b', 1)``: it reaches u0
 exactly when its input arrives and cannot fire before (v ≤ 1 while only bias flows), so
@@ -50,8 +50,9 @@ from .network import SkipSynapse
 
 #: 8-bit weight mantissa limit (slayer's even grid), 13-bit bias mantissa, 24-bit states.
 WEIGHT_LIMIT, BIAS_LIMIT, STATE_LIMIT = 254, 4095, (1 << 23) - 1
-#: Voltage a relay neuron starts from: any value in (0, 1) makes each input spike (weight 1)
-#: produce exactly one output spike with the strict ``v > 1`` test.
+#: Voltage a relay or clock neuron starts from: any value in (0, 1) makes each input spike
+#: (weight 1), or each step of bias 1, produce exactly one output spike with the strict
+#: ``v > 1`` test.
 RELAY_V0 = 0.5
 
 
@@ -78,12 +79,12 @@ def plan(graph: Graph) -> list:
     """The layers (populations) of ``graph``; the first is the input."""
     pops = [Population([0], [0], tuple(graph.nodes[0].shape))]
     for i, node in enumerate(graph.nodes[1:], start=1):
-        if node.relay_of is None:
+        if not node.shares_layer:
             pops.append(Population([i], [0], tuple(node.shape)))
             continue
         prev = pops[-1]
-        if prev.nodes[-1] != i - 1 or tuple(prev.shape[1:]) != tuple(node.shape[1:]):
-            raise ConversionError(f"{node.name}: a relay must follow the node whose layer it shares")
+        if prev.nodes[-1] != i - 1 or tuple(prev.shape[1:]) != tuple(node.shape[1:]) or len(pops) == 1:
+            raise ConversionError(f"{node.name}: a relay or clock must follow the node whose layer it shares")
         prev.offsets.append(prev.shape[0])
         prev.nodes.append(i)
         prev.shape = (prev.shape[0] + node.shape[0],) + tuple(prev.shape[1:])
@@ -122,7 +123,7 @@ def layer_spec(graph: Graph, pops: list, q: int, thetas: dict, u0: float) -> Lay
     start = torch.full((pop.shape[0],), float(u0), dtype=torch.float64)
     for k, n in enumerate(pop.nodes):
         node, rows = graph.nodes[n], pop.channels(k, graph)
-        if node.relay_of is not None:
+        if node.shares_layer:
             start[rows] = RELAY_V0
         for op in node.ops:
             src_pop, src_k = where[op.source]
@@ -202,7 +203,7 @@ def neuron_state(spec: LayerSpec, scale: int, depth: int, bias_mode: str
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(bias current, initial voltage) per channel on the chip's grid (see module doc)."""
     current = torch.round(spec.bias * scale) / scale
-    v0 = (spec.u0 - depth * current).clamp(max=1.0) if bias_mode == "timed" else spec.u0.clone()
+    v0 = (spec.u0 - depth * current).clamp(max=1.0) if bias_mode != "current" else spec.u0.clone()
     v0 = torch.floor(v0 * (scale << 6)) / (scale << 6)
     return current, (None if bool((v0 == 0).all()) else v0)
 

@@ -4,6 +4,10 @@ Every activation tensor the SNN must reproduce is a :class:`Node`::
 
     a_n = ReLU( Σ_k op_k(a_{source_k}) )          (no ReLU for the output node)
 
+or, for a node whose ANN activation is the clip-floor-shift function
+(:class:`~snn2loihi.conversion.activation.ClipFloorShift`), ``a_n = h(Σ_k op_k(...))``
+with the node's trained clip λ and levels L.
+
 where each :class:`Affine` ``op`` is a convolution or a dense layer with batch norm folded
 into its weight and bias. Node 0 is the input image (pixels in [0, 1]). Average pooling is a
 depthwise convolution with weights 1/k²; a global average pool in front of a ``Linear`` is
@@ -11,10 +15,11 @@ folded into the dense weights (``W[o, c·H·W + p] = W[o, c] / (H·W)``); a resi
 a node with two operators (branch + shortcut).
 
 :func:`extract_graph` reads ``torch.nn.Sequential`` models made of ``Conv2d``, ``Linear``,
-``BatchNorm1d/2d`` (after a conv/linear), ``ReLU``, ``AvgPool2d``, ``AdaptiveAvgPool2d``,
+``BatchNorm1d/2d`` (after a conv/linear), ``ReLU`` or ``ClipFloorShift``, ``AvgPool2d``, ``AdaptiveAvgPool2d``,
 ``Flatten``, ``Dropout``, ``Identity`` and *basic blocks*: any module with attributes
 ``conv1, bn1, conv2, bn2, shortcut`` computing ``ReLU(bn2(conv2(ReLU(bn1(conv1(x))))) +
-shortcut(x))``, where ``shortcut`` is an identity (``nn.Identity`` or an empty
+shortcut(x))`` (the two ReLUs may be ``ClipFloorShift`` modules held as ``act1`` and
+``act2``), where ``shortcut`` is an identity (``nn.Identity`` or an empty
 ``nn.Sequential``) or ``nn.Sequential(Conv2d, BatchNorm2d)``. The graph's output is checked
 against the model's own forward pass, so a structure the reader misunderstands is
 refused rather than converted wrongly.
@@ -23,6 +28,7 @@ Shapes: node activations (N, C, H, W) or (N, F); weights in torch order.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -30,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activation import ClipFloorShift, clip_floor_shift
 from .errors import ConversionError
 
 
@@ -76,6 +83,9 @@ class Node:
         relu: rectified (every node but the output).
         shape: (C, H, W) or (F,).
         relay_of: for relay nodes made by block restructuring, the node they copy.
+        clip, levels: λ and L of a clip-floor-shift activation (None: a plain ReLU).
+        clock: a clock node (activation 1, θ = 1: fires every step) that carries the biases
+            of the next layer (:mod:`~.clock`).
     """
 
     name: str
@@ -83,6 +93,20 @@ class Node:
     relu: bool
     shape: tuple = ()
     relay_of: Optional[int] = None
+    clip: Optional[float] = None
+    levels: Optional[int] = None
+    clock: bool = False
+
+    @property
+    def shares_layer(self) -> bool:
+        """Relays and clocks join the layer of the node before them (extra channels)."""
+        return self.relay_of is not None or self.clock
+
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        """The node's ANN activation of its summed input ``z``."""
+        if not self.relu:
+            return z
+        return torch.relu(z) if self.clip is None else clip_floor_shift(z, self.clip, self.levels)
 
 
 @dataclass
@@ -99,8 +123,7 @@ class Graph:
         """All node activations for input ``x`` (N, *input_shape)."""
         acts = [x]
         for node in self.nodes[1:]:
-            z = sum(op(acts[op.source]) for op in node.ops)
-            acts.append(torch.relu(z) if node.relu else z)
+            acts.append(node.activate(sum(op(acts[op.source]) for op in node.ops)))
         return acts
 
     def add(self, node: Node) -> int:
@@ -186,10 +209,10 @@ def extract_graph(ann: nn.Module, input_shape: tuple, check_x: Optional[torch.Te
             if pending is None:
                 raise ConversionError(f"module {k}: batch norm must follow a Conv2d or Linear")
             pending = _fold(pending, m)
-        elif isinstance(m, nn.ReLU):
+        elif isinstance(m, (nn.ReLU, ClipFloorShift)):
             if pending is None:
-                raise ConversionError(f"module {k}: ReLU must follow a Conv2d or Linear (+ batch norm)")
-            current = _close(graph, f"layer{k}", [pending], relu=True)
+                raise ConversionError(f"module {k}: {type(m).__name__} must follow a Conv2d or Linear (+ batch norm)")
+            current = _close(graph, f"layer{k}", [pending], relu=True, act=m)
             pending = None
         elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             if pending is not None:
@@ -208,9 +231,10 @@ def extract_graph(ann: nn.Module, input_shape: tuple, check_x: Optional[torch.Te
         elif is_basic_block(m):
             if pending is not None:
                 raise ConversionError(f"module {k}: a residual block must follow a ReLU")
-            h = _close(graph, f"block{k}.h", [_fold(_affine(m.conv1, current), m.bn1)], relu=True)
+            h = _close(graph, f"block{k}.h", [_fold(_affine(m.conv1, current), m.bn1)], relu=True,
+                       act=getattr(m, "act1", None))
             ops = [_fold(_affine(m.conv2, h), m.bn2), _shortcut(m, current, graph.nodes[current].shape[0])]
-            current = _close(graph, f"block{k}.y", ops, relu=True)
+            current = _close(graph, f"block{k}.y", ops, relu=True, act=getattr(m, "act2", None))
         else:
             raise ConversionError(f"module {k} ({type(m).__name__}) is not supported by the converter")
     if pending is not None:
@@ -248,7 +272,14 @@ def _fold_pool(dense: Affine, pool: tuple, shape: tuple) -> Affine:
     return replace(dense, weight=dense.weight @ pooled.reshape(pooled.shape[0], -1).T)
 
 
-def _close(graph: Graph, name: str, ops: list, relu: bool) -> int:
+def _close(graph: Graph, name: str, ops: list, relu: bool, act: Optional[nn.Module] = None) -> int:
+    """Add the node ``act(Σ ops)`` (``act``: None or ReLU, or a ClipFloorShift whose λ and L
+    the node keeps)."""
+    if act is not None and not isinstance(act, (nn.ReLU, ClipFloorShift)):
+        raise ConversionError(f"{name}: activation {type(act).__name__} is not supported (ReLU or ClipFloorShift)")
+    clip = (float(act.clip.detach()), act.levels) if isinstance(act, ClipFloorShift) else (None, None)
+    if clip[0] is not None and not clip[0] > 0:
+        raise ConversionError(f"{name}: the ClipFloorShift clip must be positive, found {clip[0]:.4g}")
     src = graph.nodes[ops[0].source].shape
     probe = torch.zeros((1,) + tuple(src), dtype=torch.float64)
     try:
@@ -259,18 +290,15 @@ def _close(graph: Graph, name: str, ops: list, relu: bool) -> int:
                 raise ConversionError(f"{name}: operator outputs {shape} and {other} cannot be added")
     except RuntimeError as err:
         raise ConversionError(f"{name}: {str(err).splitlines()[0]}") from None
-    return graph.add(Node(name, ops, relu, shape))
+    return graph.add(Node(name, ops, relu, shape, clip=clip[0], levels=clip[1]))
 
 
 @torch.no_grad()
 def check(graph: Graph, ann: nn.Module, x: torch.Tensor, tolerance: float = 1e-4) -> None:
     """Raise :class:`ConversionError` unless ``graph`` reproduces ``ann(x)``."""
-    was_training = ann.training
-    ann.eval()
-    try:
-        expected = ann(x.float()).double()
-    finally:
-        ann.train(was_training)
+    # In float64 like the graph: a float32 forward would move clip-floor-shift values that sit
+    # at a rounding edge to the next level and fail a correct reading.
+    expected = copy.deepcopy(ann).eval().double()(x.double())
     actual = graph.forward(x.double())[-1]
     err = float((actual.reshape(expected.shape) - expected).abs().max())
     scale = float(expected.abs().max().clamp_min(1e-12))

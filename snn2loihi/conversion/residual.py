@@ -57,11 +57,10 @@ def restructured(graph: Graph) -> Graph:
             x_shape = (1,) + tuple(old[short.source].shape)
             shape = tuple(relay(torch.zeros(x_shape, dtype=torch.float64)).shape[1:])
             r = new.add(Node(f"{node.name}.relay", [relay], relu=True, shape=shape, relay_of=relay.source))
-            index[i] = new.add(Node(node.name, [replace(branch, source=index[i - 1]), replace(shortcut, source=r)],
-                                    node.relu, node.shape))
+            index[i] = new.add(replace(node, ops=[replace(branch, source=index[i - 1]),
+                                                  replace(shortcut, source=r)]))
         else:
-            index[i] = new.add(Node(node.name, [replace(op, source=index[op.source]) for op in node.ops],
-                                    node.relu, node.shape, node.relay_of))
+            index[i] = new.add(replace(node, ops=[replace(op, source=index[op.source]) for op in node.ops]))
     return new
 
 

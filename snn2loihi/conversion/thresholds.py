@@ -9,15 +9,19 @@ activation). With a single scale the rule is a plain threshold-balancing rule.
 - ``max``: θ = max activation (Diehl et al. 2015; never clips, large quantization error).
 - ``percentile``: θ = the p-th percentile of the activations, zeros included (p = 99.9 by
   default, as the DSR code of the TTRBR paper's first author initialises its thresholds).
-- ``tuned``: θ = c·P_p with c from ``TUNE_SCALES`` chosen by measured error: the placeholder
-  for TTRBR's threshold tuning, whose exact rule could not be retrieved (research notes §4.4).
+- ``clip``: θ = λ, the clip the ANN learned with its clip-floor-shift activation
+  (:mod:`~.activation`; QCFS, Bu et al. 2022): the SNN then reproduces the ANN's own
+  quantization. Nodes without a clip (ReLU, pools, relays) fall back to the percentile.
+- ``tuned``: θ = c·base with c from ``TUNE_SCALES`` chosen by measured error, base = the
+  trained clip λ where the node has one, else P_p: the placeholder for TTRBR's threshold
+  tuning, whose exact rule could not be retrieved (research notes §4.4).
 
 Add a rule by adding a :class:`ThresholdRule` to ``RULES``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -34,21 +38,22 @@ class ThresholdRule:
 
     Attributes:
         name: rule id.
-        base: (activations (N, ...) of one node, percentile) → float statistic.
+        base: (activations (N, ...) of one node, percentile, the node's trained clip λ or
+            None) → float statistic.
         scales: the c tried (one value: no search).
     """
 
     name: str
-    base: Callable[[torch.Tensor, float], float]
+    base: Callable[[torch.Tensor, float, Optional[float]], float]
     scales: tuple = (1.0,)
 
 
-def maximum(a: torch.Tensor, percentile: float) -> float:
+def maximum(a: torch.Tensor, percentile: float, clip: Optional[float] = None) -> float:
     """max over the batch and all neurons."""
     return float(a.max())
 
 
-def percentile_of(a: torch.Tensor, percentile: float) -> float:
+def percentile_of(a: torch.Tensor, percentile: float, clip: Optional[float] = None) -> float:
     """p-th percentile of all values (a random sample of 2^22 when there are more)."""
     flat = a.detach().reshape(-1).float()
     if flat.numel() > _PERCENTILE_SAMPLE:
@@ -57,17 +62,24 @@ def percentile_of(a: torch.Tensor, percentile: float) -> float:
     return float(np.percentile(flat.numpy(), percentile))
 
 
+def trained_clip(a: torch.Tensor, percentile: float, clip: Optional[float] = None) -> float:
+    """The ANN's trained clip λ; the percentile for a node without one."""
+    return percentile_of(a, percentile) if clip is None else float(clip)
+
+
 RULES = {
     "max": ThresholdRule("max", maximum),
     "percentile": ThresholdRule("percentile", percentile_of),
-    "tuned": ThresholdRule("tuned", percentile_of, TUNE_SCALES),
+    "clip": ThresholdRule("clip", trained_clip),
+    "tuned": ThresholdRule("tuned", trained_clip, TUNE_SCALES),
 }
 
 
-def base_threshold(rule: ThresholdRule, a: torch.Tensor, percentile: float) -> float:
-    """The rule's base θ for activations ``a``; a node that is (almost) never active falls
-    back to its maximum, and a dead node to 1 (its rate is 0 either way)."""
-    theta = rule.base(a, percentile)
+def base_threshold(rule: ThresholdRule, a: torch.Tensor, percentile: float, clip: Optional[float] = None) -> float:
+    """The rule's base θ for activations ``a`` of a node with trained clip ``clip`` (or
+    None); a node that is (almost) never active falls back to its maximum, and a dead node
+    to 1 (its rate is 0 either way)."""
+    theta = rule.base(a, percentile, clip)
     if theta <= 0:
         theta = float(a.max())
     return theta if theta > 0 else 1.0

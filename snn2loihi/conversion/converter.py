@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from ..blocks.soft_lif import Flatten
 from ..data.encoding import pad_time, rate_encode
 from . import residual
+from .clock import clocked
 from .build import choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan
 from .errors import ConversionError
 from .graph import Graph, extract_graph
@@ -21,7 +22,7 @@ from .thresholds import RULES, base_threshold
 #: Residual block layouts (see :mod:`snn2loihi.conversion.residual`).
 BLOCKS = {"standard": residual.standard, "restructured": residual.restructured}
 #: How BN-folded biases reach the neurons (see :mod:`snn2loihi.conversion.build`).
-BIAS_MODES = ("timed", "current")
+BIAS_MODES = ("clock", "timed", "current")
 #: Initial membrane voltage u0 as a fraction of the threshold.
 V_INIT_MODES = {"half": 0.5, "zero": 0.0}
 
@@ -111,7 +112,7 @@ class ConversionResult:
 
 
 def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: str = "max",
-            percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "timed",
+            percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
             batch_size: int = 32, progress: bool = False) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
@@ -136,12 +137,15 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             training images are plenty.
         timesteps: T, the number of input steps the SNN is built for (tuning, ``v_init``
             and the timed bias depend on it).
-        rule: ``"max"``, ``"percentile"`` or ``"tuned"`` (:mod:`~.thresholds`).
+        rule: ``"max"``, ``"percentile"``, ``"clip"`` (the ANN's trained clip-floor-shift λ) or
+            ``"tuned"`` (:mod:`~.thresholds`).
         percentile: p of the percentile rules.
         block: ``"standard"`` (post-addition neuron, shortcut as a skip synapse) or
             ``"restructured"`` (relayed shortcut, matched latency) (:mod:`~.residual`).
         v_init: ``"half"`` (u0 = θ/2: rounding) or ``"zero"`` (u0 = 0: flooring) initial voltage.
-        bias: ``"timed"`` or ``"current"`` (:mod:`~.build`).
+        bias: ``"clock"`` (biases of layers ≥ 2 as weights from a clock channel of the layer
+            before: exact at any depth, :mod:`~.clock`), ``"timed"`` or ``"current"``
+            (bias currents, :mod:`~.build`).
         batch_size: calibration samples simulated together.
         progress: show a progress bar over layers.
 
@@ -167,6 +171,8 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     if x.dim() < 2 or len(x) == 0:
         raise ConversionError(f"calib_x must be a batch (N, ...) of inputs, found shape {tuple(x.shape)}")
     graph = BLOCKS[block](extract_graph(ann, tuple(x.shape[1:]), check_x=x[:32]))
+    if bias == "clock":
+        graph = clocked(graph)
     builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size)
     snn = builder.run(progress)
     names = {i: n.name for i, n in enumerate(graph.nodes)}
@@ -220,7 +226,8 @@ class _Builder:
             pop = self.pops[q]
             for n in pop.nodes:
                 z = sum(op(acts[op.source]) for op in nodes[n].ops)
-                acts[n] = torch.relu(z)  # the output's target too: the SNN only represents a > 0
+                # the output's target is rectified too: the SNN only represents a > 0
+                acts[n] = nodes[n].activate(z) if nodes[n].relu else torch.relu(z)
             if len(self.pops[q - 1].shape) == 3 and len(pop.shape) == 1:
                 blocks.append(Flatten())
             block_of[q] = len(blocks) + 1
@@ -240,9 +247,9 @@ class _Builder:
         """Choose the thresholds of population q, build it, run it on the calibration batch
         (its spikes go to ``spikes[q]``, its errors to the report)."""
         pop, nodes = self.pops[q], self.graph.nodes
-        base = {n: (self.thetas[nodes[n].relay_of] if nodes[n].relay_of is not None
-                    else base_threshold(self.rule, acts[n], self.percentile)) for n in pop.nodes}
-        tunable = [n for n in pop.nodes if nodes[n].relay_of is None]
+        base = {n: (self.thetas[nodes[n].relay_of] if nodes[n].relay_of is not None else 1.0 if nodes[n].clock
+                    else base_threshold(self.rule, acts[n], self.percentile, nodes[n].clip)) for n in pop.nodes}
+        tunable = [n for n in pop.nodes if not nodes[n].shares_layer]
         chosen = {n: 1.0 for n in pop.nodes}
         if len(self.rule.scales) > 1 and tunable:
             trial = self._build(q, base, block_of)
