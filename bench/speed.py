@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -231,14 +230,29 @@ def matmul_peak() -> dict:
     return out
 
 
-# --- memory (each measurement in a fresh process: peak RSS only grows) --------------------
+# --- memory (each measurement in a fresh process) -------------------------------------------
+def _rss_kb(field: str) -> int:
+    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process, in kB (Linux /proc)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def _reset_peak() -> int:
+    """Reset the peak-RSS mark to the current RSS (``/proc/self/clear_refs`` ← 5, Linux ≥ 4.0)
+    and return the current RSS (kB). The imports' transient peak would otherwise hide the
+    measured step (``ru_maxrss`` never goes down)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return _rss_kb("VmRSS")
+
+
 def child(kind: str, timesteps: int) -> None:
     """Print the peak RSS a training step or a 10k-sample emulator run adds on top of the
     process after its imports and set-up (MB)."""
     if kind == "train":
         net, forward = ours(timesteps)
         x = (torch.rand(BATCH, 1, 28, 28, timesteps) < 0.3).float()
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = _reset_peak()
         forward(x).sum().backward()
     else:
         from emulator_vs_lava import demo_like_network
@@ -249,9 +263,9 @@ def child(kind: str, timesteps: int) -> None:
         rng = np.random.default_rng(0)  # uint8 draws: no float64 temporary inflating the baseline
         x = (rng.integers(0, 10, size=(10000,) + net.input.shape + (timesteps,), dtype=np.uint8) < 3).view(np.uint8)
         emulator = Emulator(net)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = _reset_peak()
         emulator.run(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _rss_kb("VmHWM")
     print(json.dumps({"peak_rss_increase_mb": (peak - base) / 1024}))
 
 
@@ -305,8 +319,9 @@ def main() -> None:
             report["threads"][f"training T=8, {threads} thread(s)"] = training_throughput(ours, 8, args.steps, "cpu")
         torch.set_num_threads(2)
         report["memory_mb"] = {f"train step T={t} (peak RSS increase)": peak_rss("train", t) for t in args.timesteps}
-        report["memory_mb"].update({f"emulator 10k samples T={t} (peak RSS increase, input included)":
+        report["memory_mb"].update({f"emulator 10k samples T={t} (peak RSS increase over the loaded input)":
                                     peak_rss("emulate", t) for t in (8, 16, 32)})
+    report["machine"]["load_average_before_lava"] = os.getloadavg()[0]
     if not args.skip_lava:
         report["matmul_gflops"] = matmul_peak()
         rows = emulator_vs_lava(args.samples_lava, args.samples_emulator)
@@ -338,9 +353,10 @@ def main() -> None:
 def markdown(report: dict) -> str:
     lines = [f"# Speed ({report['machine']['device']}, {report['machine']['cpus']} CPUs, torch "
              f"{report['machine']['torch']})", "",
-             f"Load average (1 min) at start {report['machine']['load_average_at_start']:.2f}, at end "
-             f"{report['machine']['load_average_at_end']:.2f}: other jobs sharing the cores make every figure "
-             f"unreliable.", "", "## Training throughput (samples/s, batch 64, fwd+bwd+SGD)", ""]
+             f"Load average (1 min) at start {report['machine']['load_average_at_start']:.2f}, before the Lava "
+             f"runs {report['machine']['load_average_before_lava']:.2f}, at end "
+             f"{report['machine']['load_average_at_end']:.2f} (Lava's own processes count there): well above 2 "
+             f"before the Lava runs means other jobs shared the cores and the figures are unreliable.", "", "## Training throughput (samples/s, batch 64, fwd+bwd+SGD)", ""]
     for t, row in report["training_samples_per_s"].items():
         cells = ", ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items())
         lines.append(f"- {t}: {cells}")
