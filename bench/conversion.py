@@ -1,7 +1,7 @@
 """ANN → SNN conversion on Fashion-MNIST: accuracy vs T for threshold rules × residual blocks.
 
     .venv/bin/python bench/conversion.py [--models 20,110,56] [--timesteps 4,8,16,32,64,128] \\
-        [--deep-timesteps 4,8,16,32] [--test 200] [--calib 128] [--ann-dir bench/ann] \
+        [--deep-timesteps 4,8,16,32] [--test 200] [--calib 128] [--ann-dir bench/ann] \\
         [--activation relu|qcfs --levels 8 --width 4]
 
 For every CIFAR-style ResNet (``models/ann.py``, ReLU or clip-floor-shift activation;
@@ -105,23 +105,22 @@ def run(args) -> list:
         for t in (int(s) for s in steps.split(",")):
             for block in args.blocks.split(","):
                 for rule in rules:
-                    if (name, act, arch.get("width"), args.bias, rule, block, t) in done:
+                    ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
+                             "rule": rule, "block": block, "timesteps": t}
+                    if key(ident) in done:
                         continue
                     start = time.time()
                     result = convert(ann, calib, t, rule=rule, block=block, bias=args.bias)
                     converted = time.time() - start
                     counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
-                    row = {"model": name, "activation": act, "bias": args.bias, "layers": layers, "rule": rule,
-                           "block": block, "timesteps": t,
-                           "accuracy_ann": ann_acc,
+                    row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
                            "accuracy_snn_float": float(np.mean(counts[False].argmax(1) == y_test)),
                            "accuracy_snn_fixed_point": float(np.mean(counts[True].argmax(1) == y_test)),
                            "test_samples": len(x_test), "calib_samples": len(calib), "latency": result.latency,
                            "timing": result.timing, "convert_seconds": round(converted, 1),
                            "eval_seconds": round(time.time() - start - converted, 1),
                            "output_error_rms": result.report.layers[-1].total,
-                           "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")},
-                           "width": arch.get("width")}
+                           "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
                     if args.check and rule == "tuned" and t == min(int(s) for s in steps.split(",")):
                         net, _ = result.export()
                         x = result.encode(x_test[:args.check], pad=True)
@@ -161,8 +160,8 @@ def write_markdown(rows: list, out: str, args) -> None:
              "short) or `clock` (weights from a clock channel of the layer before: exact at any depth); "
              "`clip` = θ = the clip λ the ANN learned with its clip-floor-shift activation (QCFS, Bu et al. "
              "2022; L levels); `tuned` = per-layer scale c ∈ {0.4 … 1.15} × that λ (or, for ReLU ANNs, the "
-             "99.9th percentile) minimising the measured layer error at T (greedy from the input). `standard` blocks use skip layers (shortcut one step "
-             "early on the chip); `restructured` relays the shortcut through IF neurons (matched latency, "
+             "99.9th percentile) minimising the measured layer error at T (greedy from the input). "
+             "`standard` blocks use skip layers (shortcut one step early on the chip); `restructured` relays the shortcut through IF neurons (matched latency, "
              "plain chain).", ""]
     for var in variants:
         sub = [r for r in rows if variant(r) == var]

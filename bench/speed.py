@@ -356,7 +356,8 @@ def markdown(report: dict) -> str:
              f"Load average (1 min) at start {report['machine']['load_average_at_start']:.2f}, before the Lava "
              f"runs {report['machine']['load_average_before_lava']:.2f}, at end "
              f"{report['machine']['load_average_at_end']:.2f} (Lava's own processes count there): well above 2 "
-             f"before the Lava runs means other jobs shared the cores and the figures are unreliable.", "", "## Training throughput (samples/s, batch 64, fwd+bwd+SGD)", ""]
+             f"before the Lava runs means other jobs shared the cores and the figures are unreliable.", "",
+             "## Training throughput (samples/s, batch 64, fwd+bwd+SGD)", ""]
     for t, row in report["training_samples_per_s"].items():
         cells = ", ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items())
         lines.append(f"- {t}: {cells}")

@@ -2,11 +2,11 @@
 
 Pure PyTorch (no Lava or slayer import), so it also runs on a GPU machine with another Python:
 
-    python bench/train_ann.py --depths 20,56,110 --width 4 --epochs 15 --out bench/ann [--device cuda] \
+    python bench/train_ann.py --depths 20,56,110 --width 4 --epochs 15 --out bench/ann [--device cuda] \\
         [--activation qcfs --levels 8]
 
-Writes ``OUT/resnet{depth}_w{width}_{relu|qcfs-L8}.pt`` (``models/ann.py`` checkpoints: architecture + state dict,
-``meta`` with the test accuracy, epochs and training time). The data are the official
+Writes ``OUT/resnet{depth}_w{width}_{relu|qcfs-L8}.pt`` (``models/ann.py`` checkpoints:
+architecture + state dict, ``meta`` with the test accuracy, epochs and training time). The data are the official
 Fashion-MNIST IDX files (``apt-get install -y dataset-fashion-mnist`` puts them in
 /usr/share/datasets/fashion-mnist); they are read here with a small gzip-IDX reader instead
 of :mod:`snn2loihi.data.fashion_mnist` because importing snn2loihi imports Lava.

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from snn2loihi.conversion.activation import ClipFloorShift
 
-__all__ = ["BasicBlock", "activation_layer", "activation_label", "resnet_file", "resnet", "vgg", "build", "save_checkpoint", "load_checkpoint", "train", "evaluate",
-           "count_layers"]
+__all__ = ["BasicBlock", "activation_layer", "activation_label", "resnet_file", "resnet", "vgg", "build",
+           "save_checkpoint", "load_checkpoint", "train", "evaluate", "count_layers"]
 
 
 def activation_layer(activation: str = "relu", levels: int = 8) -> nn.Module:

@@ -26,7 +26,8 @@ DATASETS = ("fashion-mnist", "digits")
 def register(sub) -> None:
     p = sub.add_parser("convert", help="convert a trained ANN into a spiking network (netx + report)",
                        description="ANN -> soft-reset IF SNN by threshold balancing (max, percentile), the "
-                                   "trained clip of a clip-floor-shift (QCFS) ANN (clip) or threshold tuning (tuned), with standard or restructured residual blocks; "
+                                   "trained clip of a clip-floor-shift (QCFS) ANN (clip) or threshold tuning "
+                                   "(tuned), with standard or restructured residual blocks; "
                                    "writes DIR/model.net for --timesteps and DIR/report.{json,txt} with the "
                                    "accuracy at every T of --sweep.")
     p.add_argument("--ann", required=True, help="ANN checkpoint (models/ann.py save_checkpoint)")

@@ -15,8 +15,8 @@ bias the 13-bit mantissa (``≤ 4095``), its initial voltage the 24-bit v and on
 input the 24-bit u (``Σ|W'|·s·64 < 2^23``).
 
 **Bias timing** (``bias="timed"``; the default, ``"clock"`` of :mod:`~.clock`, has no
-cap). Biases are constant currents b' per step, as on the chip, where they act from step 0 although a layer at depth d receives its first
-input only at step d. With ``u0`` the intended initial voltage (θ/2 with
+cap). Biases are constant currents b' per step, as on the chip, where they act from step 0
+although a layer at depth d receives its first input only at step d. With ``u0`` the intended initial voltage (θ/2 with
 ``v_init="half"``) each channel starts at ``v_init = min(u0 - d·b', 1)``: it reaches u0
 exactly when its input arrives and cannot fire before (v ≤ 1 while only bias flows), so
 within its window it integrates ``u0 + Σ_t (W'·s_t) + T·b'`` — exactly the ideal

@@ -61,10 +61,11 @@ def clocked(graph: Graph) -> Graph:
         if i == pops[q].nodes[-1] and 1 <= q < last:
             first = graph.nodes[pops[q].nodes[0]]
             main = _main(first, graph, pop_of, q)
-            values = torch.zeros(1, dtype=torch.float64) if q == 1 else torch.ones(1, dtype=torch.float64)
-            op = _tap(index[main.source] if q == 1 else clock[q - 1], new, main, values, f"clock{q}")
             if q == 1:  # a bias-only neuron: zero weights from the input, bias 1
-                op = replace(op, bias=torch.ones(1, dtype=torch.float64))
+                op = replace(_tap(index[main.source], new, main, torch.zeros(1), f"clock{q}"),
+                             bias=torch.ones(1, dtype=torch.float64))
+            else:  # a relay of the previous clock
+                op = _tap(clock[q - 1], new, main, torch.ones(1), f"clock{q}")
             clock[q] = new.add(Node(f"clock{q}", [op], relu=True, shape=(1,) + tuple(first.shape[1:]), clock=True))
     return new
 

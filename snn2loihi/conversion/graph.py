@@ -15,8 +15,8 @@ folded into the dense weights (``W[o, c·H·W + p] = W[o, c] / (H·W)``); a resi
 a node with two operators (branch + shortcut).
 
 :func:`extract_graph` reads ``torch.nn.Sequential`` models made of ``Conv2d``, ``Linear``,
-``BatchNorm1d/2d`` (after a conv/linear), ``ReLU`` or ``ClipFloorShift``, ``AvgPool2d``, ``AdaptiveAvgPool2d``,
-``Flatten``, ``Dropout``, ``Identity`` and *basic blocks*: any module with attributes
+``BatchNorm1d/2d`` (after a conv/linear), ``ReLU`` or ``ClipFloorShift``, ``AvgPool2d``,
+``AdaptiveAvgPool2d``, ``Flatten``, ``Dropout``, ``Identity`` and *basic blocks*: any module with attributes
 ``conv1, bn1, conv2, bn2, shortcut`` computing ``ReLU(bn2(conv2(ReLU(bn1(conv1(x))))) +
 shortcut(x))`` (the two ReLUs may be ``ClipFloorShift`` modules held as ``act1`` and
 ``act2``), where ``shortcut`` is an identity (``nn.Identity`` or an empty
