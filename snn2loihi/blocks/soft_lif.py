@@ -10,6 +10,9 @@ entry is exactly what :func:`snn2loihi.quantize.quantize_network` produces.
 ...). ``reset="hard"`` gives the stock-netx CUBA neuron; slayer's own
 ``slayer.block.cuba`` blocks are accepted by the quantizer too.
 
+The synapses are slayer's with the time axis folded into the batch
+(:mod:`snn2loihi.blocks.synapse`): same parameters and results, 2-D convolutions.
+
 Blocks default to ``delay_shift=False``: Lava's one-step synaptic delay per layer is a
 pure time shift, which the emulator and the Lava runner apply, not the trainer.
 
@@ -21,9 +24,8 @@ from __future__ import annotations
 
 import torch
 from lava.lib.dl.slayer.block import base
-from lava.lib.dl.slayer.synapse import layer as synapse
-
 from ..neuron.soft_lif import Neuron
+from . import synapse
 
 
 class _ExportViaIR:

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from lava.lib.dl.slayer.synapse import layer as slayer_synapse
 
+from ..blocks import synapse
 from ..blocks.soft_lif import Conv, Dense
 from ..ir import VTH_MAX
 from .errors import ConversionError
@@ -235,11 +235,11 @@ def make_skip(spec: LayerSpec, block, source_block: int, src_shape: tuple, out_s
     weight, geometry = spec.skip
     hook = block.neuron.quantize_8bit
     if geometry is None:
-        syn = slayer_synapse.Dense(weight.shape[1], weight.shape[0], pre_hook_fx=hook)
+        syn = synapse.Dense(weight.shape[1], weight.shape[0], pre_hook_fx=hook)
         w5 = weight[:, :, None, None, None]
     else:
         stride, padding, dilation, groups = geometry
-        syn = slayer_synapse.Conv(src_shape[0], out_shape[0], tuple(weight.shape[2:]), stride=stride,
+        syn = synapse.Conv(src_shape[0], out_shape[0], tuple(weight.shape[2:]), stride=stride,
                                   padding=padding, dilation=dilation, groups=groups, pre_hook_fx=hook)
         w5 = weight[..., None]
     with torch.no_grad():

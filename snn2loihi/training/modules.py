@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .. import ir
 from ..blocks.soft_lif import Conv, Dense
+from ..blocks.synapse import synaptic_current
 from ..errors import QuantizationError
 from ..neuron.soft_lif import Neuron, _ste
 
@@ -130,14 +131,6 @@ class Readout(Dense):
         return self.synapse(x)
 
 
-def synaptic_current(synapse, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """A slayer Dense/Conv synapse applied with explicit ``weight`` and ``bias`` (per step)."""
-    flat = x.dim() == 3
-    x5 = x.reshape(x.shape[0], -1, 1, 1, x.shape[-1]) if flat else x
-    z = F.conv3d(x5, weight, bias, synapse.stride, synapse.padding, synapse.dilation, synapse.groups)
-    return z.reshape(x.shape[0], -1, x.shape[-1]) if flat else z
-
-
 class _BatchNormFolded:
     """Mixin for Conv/Dense: batch norm over (N, H, W, T) of the synaptic current, folded.
 
@@ -160,10 +153,15 @@ class _BatchNormFolded:
         weight = self.synapse.weight * gain.reshape((-1,) + (1,) * (self.synapse.weight.dim() - 1))
         return weight, self.norm.bias - mean * gain
 
+    def _current(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The block's synapse applied with an explicit ``weight`` and ``bias``."""
+        syn = self.synapse
+        return synaptic_current(x, weight, bias, syn.stride, syn.padding, syn.dilation, syn.groups)
+
     def current(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised synaptic current (before the neuron), same layout as the output."""
         if self.training:
-            raw = synaptic_current(self.synapse, x, self.synapse.weight, None)
+            raw = self._current(x, self.synapse.weight, None)
             dims = [d for d in range(raw.dim()) if d != 1]
             mean, var = raw.mean(dims), raw.var(dims, unbiased=False)
             with torch.no_grad():
@@ -178,7 +176,7 @@ class _BatchNormFolded:
         weight, bias = self.folded(self.norm.running_mean, self.norm.running_var)
         if self.neuron.fixed_point:
             weight, bias = self.neuron.quantize_8bit(weight), _round_to_grid(bias, self.neuron.w_scale, BIAS_LIMIT)
-        return synaptic_current(self.synapse, x, weight, bias)
+        return self._current(x, weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neuron(self.current(x))
