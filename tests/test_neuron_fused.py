@@ -2,10 +2,12 @@
 reference neuron: identical spikes and the same gradients, for every reset, surrogate
 (STDB's spike-time dependence included), leak, arithmetic mode and reset detaching."""
 import itertools
+import shutil
 
 import pytest
 import torch
 
+from snn2loihi.neuron import cpu_kernel
 from snn2loihi.neuron.soft_lif import Neuron
 from snn2loihi.neuron.surrogate import STDB, Exponential, Rectangular, Triangle
 
@@ -37,3 +39,33 @@ def test_learnable_decays_use_the_reference_path():
     neuron = Neuron(1.0, 0.5, 0.2, requires_grad=True)
     neuron(torch.rand(2, 4, 10) * 0.8).sum().backward()
     assert neuron.voltage_decay.grad is not None and neuron.voltage_decay.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
+                    reason="no C++ compiler or ninja: only the PyTorch loop exists here")
+@pytest.mark.parametrize("reset,fixed_point,surrogate,decays,detach", CASES)
+def test_compiled_loop_equals_torch_loop_bit_for_bit(reset, fixed_point, surrogate, decays, detach, monkeypatch):
+    """The C++ loop (float32, time-major input as the time-folded synapses produce it)
+    gives the PyTorch loop's spikes and gradients exactly."""
+    torch.manual_seed(1)
+    neuron = Neuron(1.0, *decays, reset=reset, surrogate=surrogate, fixed_point=fixed_point, detach_reset=detach)
+    neuron.v_init = torch.full((5,), 0.25)
+    z = (torch.rand(14, 3, 5) * 0.7).movedim(0, -1).requires_grad_()  # (N, F, T), time-major memory
+    weight = torch.randn(3, 5, 14)
+    results = []
+    for kernel in ("cpp", "torch"):
+        monkeypatch.setenv(cpu_kernel.ENV, kernel)
+        spikes = neuron(z)
+        (spikes * weight).sum().backward()
+        results.append((spikes, z.grad))
+        z.grad = None
+    (spikes_cpp, grad_cpp), (spikes_torch, grad_torch) = results
+    assert spikes_cpp.sum() > 0 and grad_cpp.abs().sum() > 0
+    assert torch.equal(spikes_cpp, spikes_torch)
+    assert torch.equal(grad_cpp, grad_torch)
+
+
+def test_unknown_kernel_choice_is_refused(monkeypatch):
+    monkeypatch.setenv(cpu_kernel.ENV, "fast")
+    with pytest.raises(ValueError, match="SNN2LOIHI_NEURON_KERNEL"):
+        Neuron(1.0)(torch.rand(2, 3, 4))

@@ -39,7 +39,8 @@ class Exponential(Surrogate):
     scale: float = 1.0
 
     def derivative(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
-        return self.scale * torch.exp(-x.abs() / (self.tau * threshold))
+        slope = torch.exp_(x.abs().div_(-(self.tau * threshold)))  # one new tensor, in-place passes
+        return slope if self.scale == 1 else slope.mul_(self.scale)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class Rectangular(Surrogate):
     width: float = 1.0
 
     def derivative(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
-        return (x.abs() < self.width / 2).to(x.dtype) / self.width
+        inside = (x.abs() < self.width / 2).to(x.dtype)
+        return inside if self.width == 1 else inside.div_(self.width)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class Triangle(Surrogate):
     gamma: float = 1.0
 
     def derivative(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
-        return torch.clamp(self.gamma - x.abs(), min=0) / self.gamma ** 2
+        slope = x.abs().neg_().add_(self.gamma).clamp_(min=0)
+        return slope if self.gamma == 1 else slope.div_(self.gamma ** 2)
 
 
 @dataclass(frozen=True)
