@@ -12,6 +12,12 @@ Peers (snnTorch, SpikingJelly) are installed with ``pip --target bench/.peers --
 so that they run on this environment's torch without touching it; lava-dl slayer's CUBA
 blocks come with lava-dl. A peer that cannot be installed or run is reported as such.
 
+Ours runs slayer-compatible blocks whose synapses fold time into the batch (2-D
+convolutions) and whose neurons run the compiled one-pass time loop
+(``snn2loihi/neuron/lif_kernel.cpp``); the PyTorch-loop row is the same network where no
+compiler is available. The emulator likewise runs its integer neurons in the compiled loop
+(its ``lif_step`` PyTorch loop is reported beside it).
+
 A neuron-free run of the same synapses (``synapses_only``) bounds what any implementation on
 dense PyTorch convolutions can reach: ``ceiling_ratio_to_fastest_peer`` below 2 means the
 issue's "2× the fastest peer" is out of reach on this machine without sparse synapses.
@@ -21,6 +27,7 @@ Usage: ``.venv/bin/python bench/speed.py [--steps 4] [--timesteps 4 8 16] [--dev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -115,6 +122,23 @@ def synapses_only(timesteps: int):
 
 
 CEILING = "synapses only, no neurons (ceiling)"
+PYTORCH_LOOP = "ours (PyTorch neuron loop, no compiler)"
+
+
+@contextlib.contextmanager
+def neuron_kernel(choice: str):
+    """Run the enclosed code with ``$SNN2LOIHI_NEURON_KERNEL = choice`` (``torch``: no compiled loop)."""
+    from snn2loihi.neuron import cpu_kernel
+
+    previous = os.environ.get(cpu_kernel.ENV)
+    os.environ[cpu_kernel.ENV] = choice
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[cpu_kernel.ENV]
+        else:
+            os.environ[cpu_kernel.ENV] = previous
 FRAMEWORKS = {"ours": ours, "lava-dl slayer CUBA": slayer_cuba, "snntorch": snntorch_net,
               "spikingjelly": spikingjelly_net,
               CEILING: synapses_only}
@@ -194,6 +218,10 @@ def emulator_vs_lava(samples_lava: int, samples_emulator: int) -> list:
                      net.latency)
         emulator = Emulator(net)
         emulator.run(x[:64])
+        with neuron_kernel("torch"):
+            start = time.perf_counter()
+            emulator.run(x, record_all=True)
+            pytorch_loop_rate = samples_emulator / (time.perf_counter() - start)
         start = time.perf_counter()
         result = emulator.run(x, record_all=True)
         emu_s = time.perf_counter() - start
@@ -207,6 +235,7 @@ def emulator_vs_lava(samples_lava: int, samples_emulator: int) -> list:
         marginal = (lava_times[samples_lava] - lava_times[samples_lava // 2]) / (samples_lava - samples_lava // 2)
         emu_rate = samples_emulator / emu_s
         rows.append({"network": name, "emulator_samples_per_s": emu_rate,
+                     "emulator_samples_per_s_pytorch_neuron_loop": pytorch_loop_rate,
                      "emulator_synops_per_s": synops / emu_s,
                      "lava_samples_per_s_marginal": 1 / marginal,
                      "lava_samples_per_s_with_startup": samples_lava / lava_times[samples_lava],
@@ -295,8 +324,11 @@ def main() -> None:
         child(args.child, args.timesteps[0])
         return
 
+    from snn2loihi.neuron import cpu_kernel
+
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "device": args.device, "threads": torch.get_num_threads(),
+                          "compiled_neuron_loop": cpu_kernel.compiled() is not None,
                           "load_average_at_start": os.getloadavg()[0]},
               "peers": install_peers(), "training_samples_per_s": {}, "threads": {}}
     for t in args.timesteps:
@@ -309,7 +341,10 @@ def main() -> None:
             print(f"T={t:2d} {name:22s} {row[name] if isinstance(row[name], str) else f'{row[name]:8.1f} samples/s'}",
                   flush=True)
         row["ours (reference loop)"] = training_throughput(lambda tt: ours(tt, fused=False), t, args.steps, args.device)
+        with neuron_kernel("torch"):
+            row[PYTORCH_LOOP] = training_throughput(ours, t, args.steps, args.device)
         peers = [v for k, v in row.items() if not k.startswith("ours") and k != CEILING and isinstance(v, float)]
+        print(f"T={t:2d} ours, PyTorch neuron loop {row[PYTORCH_LOOP]:8.1f} samples/s", flush=True)
         row["ratio_to_fastest_peer"] = row["ours"] / max(peers) if peers else None
         row["ceiling_ratio_to_fastest_peer"] = row[CEILING] / max(peers) if peers else None
     report["forward_mismatches_fused_vs_reference"] = {f"T={t}": forward_identity(t) for t in args.timesteps}

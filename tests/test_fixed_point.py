@@ -16,6 +16,8 @@ to u; ``x·3072 >> 12`` is the decay by ``vDecay = 1024`` (keep 3/4), rounded to
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -310,3 +312,60 @@ def test_training_neuron_saturates_the_voltage_like_the_chip():
     z = torch.as_tensor(a_in[None] / 64, dtype=torch.float64)    # (N, K, T); a_in << 6 in units of s_scale = 4096
     np.testing.assert_array_equal(neuron(z)[0].numpy().astype(bool), spikes)
     np.testing.assert_array_equal(neuron.forward_reference(z)[0].numpy().astype(bool), spikes)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
+                    reason="no C++ compiler or ninja: only the PyTorch loop exists here")
+@pytest.mark.parametrize("decays,soft,dtype,magnitude,with_bias", [
+    ((4096, 0), True, torch.int32, 40, True),          # the vectorized integrate-and-fire case
+    ((4096, 0), False, torch.int32, 40, False),
+    ((1024, 512), True, torch.int64, 40, True),
+    ((0, 100), False, torch.int64, 40, True),
+    ((4096, 0), True, torch.int64, 150_000, True),     # u wraps and v clips at 24 bits
+    ((2000, 3000), True, torch.int64, 150_000, False),
+])
+def test_compiled_integer_loop_equals_lif_step(decays, soft, dtype, magnitude, with_bias):
+    """The emulator's compiled chunk loop is ``lif_step`` applied step by step: same spikes,
+    states and overflow counts."""
+    from snn2loihi.neuron import cpu_kernel
+    from snn2loihi.neuron.fixed_point import ACT_SHIFT, BIAS_EXP, STATE_LIMIT, VTH_SHIFT
+
+    kernel = cpu_kernel.compiled()
+    assert kernel is not None
+    neuron = NeuronSpec("CUBA_SOFT" if soft else "CUBA", i_decay=decays[0], v_decay=decays[1], vth_mant=200)
+    may_overflow = magnitude > 1000
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randint(-magnitude, magnitude + 1, (12, 3, 50), generator=gen).to(dtype)
+    bias = torch.randint(-300, 300, (3, 50), generator=gen).to(dtype) if with_bias else 0
+    v0 = torch.randint(-5000, 5000, (3, 50), generator=gen).to(dtype)
+    u, v, overflow, reference = torch.zeros_like(v0), v0.clone(), Overflow(), []
+    for t in range(a.shape[0]):
+        u, v, s = lif_step(u, v, a[t], neuron, bias, overflow, may_overflow)
+        reference.append(s)
+    u_c, v_c = torch.zeros_like(v0), v0.clone()
+    bias_shifted = bias << BIAS_EXP if with_bias else torch.empty(0, dtype=dtype)
+    spikes, wraps, clips = kernel.lif_integer(a, u_c, v_c, bias_shifted, *decays, 4096, ACT_SHIFT,
+                                              200 << VTH_SHIFT, soft, may_overflow, STATE_LIMIT)
+    assert torch.equal(spikes, torch.stack(reference))
+    assert torch.equal(u_c, u.to(dtype)) and torch.equal(v_c, v.to(dtype))
+    assert (wraps, clips) == (overflow.current_wraps, overflow.voltage_clips)
+    assert spikes.any() and (not may_overflow or (wraps > 0 and clips > 0))
+
+
+@pytest.mark.parametrize("kind,soft,input_neuron,seed", [("dense", True, True, 1), ("conv", True, False, 3),
+                                                          ("conv", False, True, 5)])
+def test_emulator_loops_agree(kind, soft, input_neuron, seed, monkeypatch):
+    """The emulator's two neuron loops (compiled, and ``lif_step`` per step) give the same
+    spikes at every layer; the tests against Lava run whichever is active."""
+    from conftest import random_input, random_network
+    from snn2loihi.neuron import cpu_kernel
+
+    net = random_network(kind, soft, seed, input_neuron)
+    x = random_input(net, n=5, steps=40, seed=seed)  # more steps than one time chunk
+    results = []
+    for kernel in ("torch", "auto"):
+        monkeypatch.setenv(cpu_kernel.ENV, kernel)
+        results.append(Emulator(net).run(x, record_all=True, batch_size=3))
+    for layer, spikes in results[0].spikes.items():
+        assert spikes.any()
+        np.testing.assert_array_equal(spikes, results[1].spikes[layer])

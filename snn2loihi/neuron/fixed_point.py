@@ -70,7 +70,9 @@ def lif_step(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, neuron: Neuro
         if overflow is not None:
             overflow.current_wraps += int((wrapped != u).sum())
         u = wrapped
-    v = decay(v, neuron.v_decay) + u + (bias << BIAS_EXP)
+    v = decay(v, neuron.v_decay) + u
+    if torch.is_tensor(bias) or bias:
+        v = v + (bias << BIAS_EXP)
     if may_overflow:
         clipped = torch.clamp(v, -STATE_LIMIT + 1, STATE_LIMIT - 1)
         if overflow is not None:
@@ -79,7 +81,7 @@ def lif_step(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, neuron: Neuro
     vth = neuron.vth_mant << VTH_SHIFT
     spikes = v > vth
     if neuron.soft_reset:
-        v = v - spikes * vth
+        v = torch.where(spikes, v - vth, v)  # keeps v's dtype (bool · int would widen it)
     else:
         v = v.masked_fill(spikes, 0)
     return u, v, spikes

@@ -9,10 +9,15 @@
 //           v = s ? p - θ : p (soft) | s ? 0 : p (hard);
 //           D(x) = trunc(x·kS)·invS (fixed point) | x·kS (float, invS = 0)
 // backward: the recursion of fused.py's docstring, given σ_t for all steps.
+//
+// integer:  the emulator's chunk of steps of Loihi's integer CUBA compartment, exactly
+//           snn2loihi.neuron.fixed_point.lif_step applied T times (wraps of u and clips
+//           of v counted), on int32 or int64 states updated in place.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -85,6 +90,60 @@ void backward_impl(const T* grad_s, const T* pre, const bool* fired, const T* si
   });
 }
 
+inline int64_t decay_int(int64_t x, int64_t d, int64_t unity) {
+  return d == unity ? 0 : (d == 0 ? x : x * (unity - d) / unity);  // C++ division truncates
+}
+
+// kPlain: integrate-and-fire without overflow checks (i_decay = unity, v_decay = 0,
+// may_overflow false), the common case, as a branch-free loop the compiler vectorizes.
+template <typename T, typename A, bool kPlain>
+void integer_impl(const A* a, T* u, T* v, const T* bias, bool* spikes, int64_t steps, int64_t m, int64_t i_decay,
+                  int64_t v_decay, int64_t unity, int64_t act_shift, int64_t vth, bool soft, bool may_overflow,
+                  int64_t limit, std::atomic<int64_t>& wraps, std::atomic<int64_t>& clips) {
+  at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
+    int64_t local_wraps = 0, local_clips = 0;
+    for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
+      const int64_t b1 = std::min(b0 + kBlock, end);
+      for (int64_t t = 0; t < steps; ++t) {
+        const int64_t row = t * m;
+        if (kPlain) {
+          const T th = static_cast<T>(vth), reset = soft ? static_cast<T>(vth) : T(0);
+          for (int64_t j = b0; j < b1; ++j) {
+            const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
+            const T vt = v[j] + ut + (bias != nullptr ? bias[j] : T(0));
+            const bool s = vt > th;
+            spikes[row + j] = s;
+            u[j] = ut;
+            v[j] = s ? (soft ? vt - reset : T(0)) : vt;
+          }
+          continue;
+        }
+        for (int64_t j = b0; j < b1; ++j) {
+          const int64_t drive = static_cast<int64_t>(a[row + j]) * (int64_t(1) << act_shift);
+          int64_t ut = i_decay == unity ? drive : decay_int(u[j], i_decay, unity) + drive;
+          if (may_overflow) {
+            const int64_t wrapped = ut > limit ? ut - 2 * limit : (ut <= -limit ? ut + 2 * limit : ut);
+            local_wraps += wrapped != ut;
+            ut = wrapped;
+          }
+          int64_t vt = decay_int(v[j], v_decay, unity) + ut + (bias != nullptr ? bias[j] : 0);
+          if (may_overflow) {
+            const int64_t clipped = std::min(std::max(vt, -limit + 1), limit - 1);
+            local_clips += clipped != vt;
+            vt = clipped;
+          }
+          const bool s = vt > vth;
+          spikes[row + j] = s;
+          u[j] = static_cast<T>(ut);
+          v[j] = static_cast<T>(s ? (soft ? vt - vth : 0) : vt);
+        }
+      }
+    }
+    wraps += local_wraps;
+    clips += local_clips;
+  });
+}
+
 void check(const torch::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), name, " must be a contiguous CPU tensor");
 }
@@ -124,7 +183,46 @@ torch::Tensor lif_backward(torch::Tensor grad_s, torch::Tensor pre, torch::Tenso
   return grad_z;
 }
 
+// a (T, M) synaptic input, integers (also as exact float32/float64 values, straight from a
+// matmul); u, v (M) int32/int64 states, updated in place; bias (M) already << 6, or empty.
+// Returns (spikes (T, M) bool, [current wraps, voltage clips]).
+std::tuple<torch::Tensor, int64_t, int64_t> lif_integer(torch::Tensor a, torch::Tensor u, torch::Tensor v,
+                                                         torch::Tensor bias, int64_t i_decay, int64_t v_decay,
+                                                         int64_t unity, int64_t act_shift, int64_t vth, bool soft,
+                                                         bool may_overflow, int64_t limit) {
+  for (auto* x : {&a, &u, &v, &bias}) check(*x, "integer LIF inputs");
+  const int64_t steps = a.size(0), m = a.numel() / std::max<int64_t>(steps, 1);
+  TORCH_CHECK(u.numel() == m && v.numel() == m && (bias.numel() == 0 || bias.numel() == m),
+              "u, v and bias must hold one step of a");
+  const auto state = u.scalar_type();
+  TORCH_CHECK((state == torch::kInt || state == torch::kLong) && v.scalar_type() == state &&
+              (bias.numel() == 0 || bias.scalar_type() == state), "u, v and bias must be int32 or int64 alike");
+  auto spikes = torch::empty(a.sizes(), a.options().dtype(torch::kBool));
+  std::atomic<int64_t> wraps{0}, clips{0};
+  const bool plain = i_decay == unity && v_decay == 0 && !may_overflow;
+  auto run = [&](auto state_zero, auto input_zero) {
+    using T = decltype(state_zero);
+    using A = decltype(input_zero);
+    (plain ? integer_impl<T, A, true> : integer_impl<T, A, false>)(
+        a.data_ptr<A>(), u.data_ptr<T>(), v.data_ptr<T>(), bias.numel() ? bias.data_ptr<T>() : nullptr,
+        spikes.data_ptr<bool>(), steps, m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps,
+        clips);
+  };
+  auto with_input = [&](auto state_zero) {
+    switch (a.scalar_type()) {
+      case torch::kInt: run(state_zero, int32_t(0)); break;
+      case torch::kLong: run(state_zero, int64_t(0)); break;
+      case torch::kFloat: run(state_zero, float(0)); break;
+      case torch::kDouble: run(state_zero, double(0)); break;
+      default: TORCH_CHECK(false, "synaptic input must be int32, int64, float32 or float64");
+    }
+  };
+  if (state == torch::kInt) with_input(int32_t(0)); else with_input(int64_t(0));
+  return {spikes, wraps.load(), clips.load()};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lif_forward", &lif_forward, "LIF time loop, forward (time-major)");
   module.def("lif_backward", &lif_backward, "LIF time loop, BPTT backward (time-major)");
+  module.def("lif_integer", &lif_integer, "Loihi integer CUBA steps, in place (time-major)");
 }

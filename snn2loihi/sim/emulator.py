@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..ir import DECAY_UNITY, ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, PoolLayer, layer_neuron
+from ..neuron import cpu_kernel
 from ..neuron.fixed_point import ACT_SHIFT, BIAS_EXP, STATE_LIMIT, VTH_SHIFT, Overflow, lif_step
 from .synapses import Synapse, bias_tensor, magnitude
 
@@ -96,7 +97,7 @@ class Emulator:
             batch = x[start:start + batch_size].to(self.device)
             for index, spikes in self._run_batch(batch, result, keep).items():
                 if index in keep:
-                    chunks.setdefault(index, []).append(spikes.to(torch.uint8).cpu().numpy())
+                    chunks.setdefault(index, []).append(spikes.cpu().view(torch.uint8).numpy())
         result.spikes = {i: np.concatenate(c) for i, c in chunks.items()}
         return result
 
@@ -107,6 +108,8 @@ class Emulator:
         layer advances one chunk (its synaptic input, then its neuron loop) before the next
         chunk starts, carrying u, v and the last presynaptic step of each synapse (Lava's
         one-step buffer) across chunks. Working memory is therefore independent of T.
+        Inside, spikes and currents are time-major, (t, B, *shape): a step is one contiguous
+        block and a chunk is a (t·B)-sample batch for the synapses, without copies.
         """
         steps = x.shape[-1]
         # Without an input neuron, x feeds a synapse whose port is binary: Lava reads any
@@ -115,12 +118,12 @@ class Emulator:
         populations = self._populations(magnitude(stream), steps, result)
         outputs: dict = {i: [] for i in keep if i in populations}
         for t0 in range(0, steps, TIME_CHUNK):
-            chunk = stream[..., t0:min(steps, t0 + TIME_CHUNK)]
+            chunk = stream[..., t0:min(steps, t0 + TIME_CHUNK)].movedim(-1, 0)  # (t, B, *in): time-major
             spikes: dict = {}
             s = chunk
             for i, layer in enumerate(self.net.layers):
                 if isinstance(layer, FlattenLayer):
-                    s = s.reshape(s.shape[0], -1, s.shape[-1])
+                    s = s.reshape(s.shape[0], s.shape[1], -1)
                     continue
                 if isinstance(layer, InputLayer) and layer.neuron is None:
                     continue
@@ -132,7 +135,7 @@ class Emulator:
                 spikes[i] = s
                 if i in outputs:
                     outputs[i].append(s)
-        return {i: torch.cat(parts, dim=-1) for i, parts in outputs.items()}
+        return {i: torch.cat(parts, dim=0).movedim(0, -1) for i, parts in outputs.items()}
 
     def _populations(self, input_magnitude: int, steps: int, result: SimResult) -> dict:
         """One :class:`_Population` per layer that owns neurons, with its overflow bound."""
@@ -158,6 +161,10 @@ class _Population:
     When a conservative bound shows u and v cannot leave 24 bits within T steps
     (|u| ≤ T·max|a|·64, |v| ≤ |v_init| + T·(max|u| + |bias|·64) + θ·64), the per-step
     wrap/clip is skipped, and without a decay multiply the states fit int32.
+
+    The steps of a chunk run in the compiled loop of :mod:`snn2loihi.neuron.cpu_kernel`
+    on CPU (one pass, states updated in place), else as :func:`lif_step` per step; the
+    two are equal bit for bit, overflow counts included (tested).
     """
 
     def __init__(self, neuron, drives: list, bias: Optional[torch.Tensor], v_init: Optional[torch.Tensor],
@@ -176,34 +183,50 @@ class _Population:
         self.v_init = v_init
         self.result = result
         self.u = self.v = None
+        #: ``bias << 6`` over one step's neurons, for the compiled loop (built on first use).
+        self.bias_shifted: Optional[torch.Tensor] = None
         #: Last presynaptic step seen by each synapse (delivered at the next chunk's first step).
         self.last = [None] * len(drives)
 
     def advance(self, pres: list) -> torch.Tensor:
-        """Spikes (B, *shape, t) for the next t steps, given each drive's presynaptic chunk."""
+        """Spikes (t, B, *shape) for the next t steps, given each drive's presynaptic chunk
+        (t, B, *in), all time-major."""
+        kernel = cpu_kernel.compiled() if pres[0].device.type == "cpu" else None
+        # The compiled loop reads a lone synapse's exact float sums directly (no cast pass).
+        dtype = None if kernel is not None and len(pres) == 1 else self.dtype
         a = None
         for k, (synapse, pre) in enumerate(zip(self.synapses, pres)):
-            part = pre.to(torch.int64) if synapse is None else self._delayed(k, synapse, pre)
+            part = pre.to(self.dtype) if synapse is None else self._delayed(k, synapse, pre, dtype)
             a = part if a is None else a + part
-        a_t = a.movedim(-1, 0).to(self.dtype).contiguous()  # time first: contiguous steps
         if self.u is None:
-            self.u = torch.zeros(a_t.shape[1:], dtype=self.dtype, device=a.device)
+            self.u = torch.zeros(a.shape[1:], dtype=self.dtype, device=a.device)
             self.v = torch.zeros_like(self.u) if self.v_init is None else self.u + self.v_init.to(self.dtype)
-        out = torch.empty(a_t.shape, dtype=torch.bool, device=a.device)
-        for t in range(a_t.shape[0]):
-            self.u, self.v, out[t] = lif_step(self.u, self.v, a_t[t], self.neuron, self.bias,
-                                              self.result.overflow, self.may_overflow)
-        return out.movedim(0, -1)
+        if kernel is None:
+            out = torch.empty(a.shape, dtype=torch.bool, device=a.device)
+            for t in range(a.shape[0]):
+                self.u, self.v, out[t] = lif_step(self.u, self.v, a[t], self.neuron, self.bias,
+                                                  self.result.overflow, self.may_overflow)
+            return out
+        if self.bias_shifted is None:
+            self.bias_shifted = (torch.empty(0, dtype=self.dtype) if not torch.is_tensor(self.bias) else
+                                 (self.bias << BIAS_EXP).expand(self.u.shape).contiguous())
+        n = self.neuron
+        out, wraps, clips = kernel.lif_integer(a.contiguous(), self.u, self.v, self.bias_shifted, n.i_decay,
+                                               n.v_decay, DECAY_UNITY, ACT_SHIFT, n.vth_mant << VTH_SHIFT,
+                                               n.soft_reset, self.may_overflow, STATE_LIMIT)
+        self.result.overflow.current_wraps += wraps
+        self.result.overflow.voltage_clips += clips
+        return out
 
-    def _delayed(self, k: int, synapse: Synapse, pre: torch.Tensor) -> torch.Tensor:
-        """Synaptic input for the chunk: what ``pre`` (B, *in, t) sent one step earlier."""
-        previous = self.last[k] if self.last[k] is not None else torch.zeros_like(pre[..., :1])
-        self.last[k] = pre[..., -1:]
-        shifted = torch.cat([previous, pre[..., :-1]], dim=-1)
-        b, t = shifted.shape[0], shifted.shape[-1]
-        a, wraps = synapse(shifted.movedim(-1, 1).reshape((b * t,) + tuple(shifted.shape[1:-1])))
+    def _delayed(self, k: int, synapse: Synapse, pre: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+        """Synaptic input (t, B, *out) for the chunk: what ``pre`` (t, B, *in) sent one step earlier."""
+        previous = self.last[k] if self.last[k] is not None else torch.zeros_like(pre[:1])
+        self.last[k] = pre[-1:]
+        shifted = torch.cat([previous, pre[:-1]], dim=0)
+        t, b = shifted.shape[:2]
+        a, wraps = synapse(shifted.reshape((t * b,) + tuple(shifted.shape[2:])), dtype)
         self.result.conv_wraps += wraps
-        return a.reshape((b, t) + tuple(a.shape[1:])).movedim(1, -1)
+        return a.reshape((t, b) + tuple(a.shape[1:]))
 
 
 def _v_init_tensor(layer, device: torch.device) -> Optional[torch.Tensor]:

@@ -90,6 +90,11 @@ class Synapse:
         #: Largest Σ|W| into one neuron: with binary spikes, the largest |sum| before the shift.
         self.max_abs_sum = int(self.weight.abs().reshape(self.weight.shape[0], -1).sum(1).max())
         self._weight32 = self.weight.to(torch.float32)
+        #: The one tap weight of an undilated pool whose taps are all equal (else None).
+        self.pool_weight = None
+        if isinstance(layer, PoolLayer) and (layer.weight == layer.weight.flat[0]).all() and \
+                tuple(layer.dilation) == (1, 1):
+            self.pool_weight = int(layer.weight.flat[0])
 
     def max_abs_input(self, input_magnitude: int = 1) -> int:
         """Bound on |a| this synapse can deliver for inputs of magnitude ≤ ``input_magnitude``."""
@@ -98,10 +103,15 @@ class Synapse:
             return bound << self.exp if self.exp >= 0 else -((-bound) >> -self.exp)
         return min(bound, 1 << (STATE_BITS - 1))
 
-    def __call__(self, s: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Synaptic input for spikes ``s``; also returns how many conv/pool outputs wrapped.
+    def __call__(self, s: torch.Tensor, dtype: Optional[torch.dtype] = torch.int64) -> tuple[torch.Tensor, int]:
+        """Synaptic input for spikes ``s`` as ``dtype`` integers (None: as the exact float sums
+        where no shift or wrap applies); also returns how many conv/pool outputs wrapped.
 
-        Sums are computed in float32 when they are provably below 2^24 (exact), else float64.
+        Sums are computed in float32 when they are provably below 2^24, else float64. Either
+        way they are exact without rounding: every partial sum of integer products is an
+        integer below the bound, whatever order the matmul or direct convolution adds them
+        in. A pool whose taps share one weight w is ``w · Σ_window s`` (a divisor-1
+        ``avg_pool2d``, also exact), otherwise a depthwise convolution.
         """
         size = magnitude(s)
         exact32 = self.max_abs_sum * size < 1 << 24
@@ -109,23 +119,36 @@ class Synapse:
         x = s.to(weight.dtype)
         layer = self.layer
         if isinstance(layer, DenseLayer):
-            acc = (x.reshape(x.shape[0], -1) @ weight.T).round().to(torch.int64)
-            return (acc << self.exp if self.exp >= 0 else acc >> -self.exp), 0
-        groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
-        acc = F.conv2d(x, weight, stride=layer.stride, padding=layer.padding,
-                       dilation=layer.dilation, groups=groups).round().to(torch.int64)
+            acc = x.reshape(x.shape[0], -1) @ weight.T
+            if self.exp:
+                acc = acc.to(torch.int64)
+                acc = acc << self.exp if self.exp > 0 else acc >> -self.exp
+            return _cast(acc, dtype), 0
+        if self.pool_weight is not None:
+            acc = F.avg_pool2d(x, tuple(layer.weight.shape), layer.stride, layer.padding,
+                               divisor_override=1).mul_(self.pool_weight)
+        else:
+            groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
+            acc = F.conv2d(x, weight, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                           groups=groups)
         if self.max_abs_sum * size < 1 << (STATE_BITS - 1):
-            return acc, 0
+            return _cast(acc, dtype), 0
+        acc = acc.to(torch.int64)
         wrapped = wrap_signed(acc)
-        return wrapped, int((wrapped != acc).sum())
+        return _cast(wrapped, dtype), int((wrapped != acc).sum())
+
+
+def _cast(x: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    return x if dtype is None else x.to(dtype)
 
 
 def magnitude(s: torch.Tensor) -> int:
-    """max |s|: 1 for (non-empty) spike tensors, the largest |value| for graded input."""
+    """max |s| (a bound for spikes: 1 for any non-empty bool tensor, without a pass over
+    it), the largest |value| for graded input."""
     if s.numel() == 0:
         return 0
     if s.dtype == torch.bool:
-        return int(s.any())
+        return 1
     return int(s.abs().max())
 
 
