@@ -344,9 +344,10 @@ def test_compiled_integer_loop_equals_lif_step(decays, soft, dtype, magnitude, w
         reference.append(s)
     u_c, v_c = torch.zeros_like(v0), v0.clone()
     bias_shifted = bias << BIAS_EXP if with_bias else torch.empty(0, dtype=dtype)
-    spikes, wraps, clips = kernel.lif_integer(a, u_c, v_c, bias_shifted, *decays, 4096, ACT_SHIFT,
-                                              200 << VTH_SHIFT, soft, may_overflow, STATE_LIMIT)
-    assert torch.equal(spikes, torch.stack(reference))
+    spikes = torch.full(a.shape, 7.0)
+    wraps, clips = kernel.lif_integer(a, u_c, v_c, bias_shifted, spikes, *decays, 4096, ACT_SHIFT,
+                                      200 << VTH_SHIFT, soft, may_overflow, STATE_LIMIT)
+    assert torch.equal(spikes, torch.stack(reference).float())
     assert torch.equal(u_c, u.to(dtype)) and torch.equal(v_c, v.to(dtype))
     assert (wraps, clips) == (overflow.current_wraps, overflow.voltage_clips)
     assert spikes.any() and (not may_overflow or (wraps > 0 and clips > 0))

@@ -97,7 +97,7 @@ inline int64_t decay_int(int64_t x, int64_t d, int64_t unity) {
 // kPlain: integrate-and-fire without overflow checks (i_decay = unity, v_decay = 0,
 // may_overflow false), the common case, as a branch-free loop the compiler vectorizes.
 template <typename T, typename A, bool kPlain>
-void integer_impl(const A* a, T* u, T* v, const T* bias, bool* spikes, int64_t steps, int64_t m, int64_t i_decay,
+void integer_impl(const A* a, T* u, T* v, const T* bias, float* spikes, int64_t steps, int64_t m, int64_t i_decay,
                   int64_t v_decay, int64_t unity, int64_t act_shift, int64_t vth, bool soft, bool may_overflow,
                   int64_t limit, std::atomic<int64_t>& wraps, std::atomic<int64_t>& clips) {
   at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
@@ -112,7 +112,7 @@ void integer_impl(const A* a, T* u, T* v, const T* bias, bool* spikes, int64_t s
             const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
             const T vt = v[j] + ut + (bias != nullptr ? bias[j] : T(0));
             const bool s = vt > th;
-            spikes[row + j] = s;
+            spikes[row + j] = s ? 1.0f : 0.0f;
             u[j] = ut;
             v[j] = s ? (soft ? vt - reset : T(0)) : vt;
           }
@@ -133,7 +133,7 @@ void integer_impl(const A* a, T* u, T* v, const T* bias, bool* spikes, int64_t s
             vt = clipped;
           }
           const bool s = vt > vth;
-          spikes[row + j] = s;
+          spikes[row + j] = s ? 1.0f : 0.0f;
           u[j] = static_cast<T>(ut);
           v[j] = static_cast<T>(s ? (soft ? vt - vth : 0) : vt);
         }
@@ -185,19 +185,20 @@ torch::Tensor lif_backward(torch::Tensor grad_s, torch::Tensor pre, torch::Tenso
 
 // a (T, M) synaptic input, integers (also as exact float32/float64 values, straight from a
 // matmul); u, v (M) int32/int64 states, updated in place; bias (M) already << 6, or empty.
-// Returns (spikes (T, M) bool, [current wraps, voltage clips]).
-std::tuple<torch::Tensor, int64_t, int64_t> lif_integer(torch::Tensor a, torch::Tensor u, torch::Tensor v,
-                                                         torch::Tensor bias, int64_t i_decay, int64_t v_decay,
-                                                         int64_t unity, int64_t act_shift, int64_t vth, bool soft,
-                                                         bool may_overflow, int64_t limit) {
-  for (auto* x : {&a, &u, &v, &bias}) check(*x, "integer LIF inputs");
+// Writes the spikes as 0/1 into spikes (T, M) float32 (what the next synapse multiplies);
+// returns (current wraps, voltage clips).
+std::tuple<int64_t, int64_t> lif_integer(torch::Tensor a, torch::Tensor u, torch::Tensor v, torch::Tensor bias,
+                                         torch::Tensor spikes, int64_t i_decay, int64_t v_decay, int64_t unity,
+                                         int64_t act_shift, int64_t vth, bool soft, bool may_overflow, int64_t limit) {
+  for (auto* x : {&a, &u, &v, &bias, &spikes}) check(*x, "integer LIF inputs");
+  TORCH_CHECK(spikes.sizes() == a.sizes() && spikes.scalar_type() == torch::kFloat,
+              "spikes must be a float32 tensor shaped like a");
   const int64_t steps = a.size(0), m = a.numel() / std::max<int64_t>(steps, 1);
   TORCH_CHECK(u.numel() == m && v.numel() == m && (bias.numel() == 0 || bias.numel() == m),
               "u, v and bias must hold one step of a");
   const auto state = u.scalar_type();
   TORCH_CHECK((state == torch::kInt || state == torch::kLong) && v.scalar_type() == state &&
               (bias.numel() == 0 || bias.scalar_type() == state), "u, v and bias must be int32 or int64 alike");
-  auto spikes = torch::empty(a.sizes(), a.options().dtype(torch::kBool));
   std::atomic<int64_t> wraps{0}, clips{0};
   const bool plain = i_decay == unity && v_decay == 0 && !may_overflow;
   auto run = [&](auto state_zero, auto input_zero) {
@@ -205,7 +206,7 @@ std::tuple<torch::Tensor, int64_t, int64_t> lif_integer(torch::Tensor a, torch::
     using A = decltype(input_zero);
     (plain ? integer_impl<T, A, true> : integer_impl<T, A, false>)(
         a.data_ptr<A>(), u.data_ptr<T>(), v.data_ptr<T>(), bias.numel() ? bias.data_ptr<T>() : nullptr,
-        spikes.data_ptr<bool>(), steps, m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps,
+        spikes.data_ptr<float>(), steps, m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps,
         clips);
   };
   auto with_input = [&](auto state_zero) {
@@ -218,7 +219,7 @@ std::tuple<torch::Tensor, int64_t, int64_t> lif_integer(torch::Tensor a, torch::
     }
   };
   if (state == torch::kInt) with_input(int32_t(0)); else with_input(int64_t(0));
-  return {spikes, wraps.load(), clips.load()};
+  return {wraps.load(), clips.load()};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {

@@ -117,24 +117,29 @@ class Emulator:
         stream = x if self.net.input.neuron is not None else x != 0
         populations = self._populations(magnitude(stream), steps, result)
         outputs: dict = {i: [] for i in keep if i in populations}
+        spike_input = self.net.input.neuron is None
+        carried_input = torch.zeros_like(stream[..., :1]).movedim(-1, 0)  # the input step before the chunk
         for t0 in range(0, steps, TIME_CHUNK):
             chunk = stream[..., t0:min(steps, t0 + TIME_CHUNK)].movedim(-1, 0)  # (t, B, *in): time-major
-            spikes: dict = {}
-            s = chunk
+            # delayed[i]: layer i's spikes one step late, i.e. what its targets receive per step.
+            delayed = {0: torch.cat([carried_input, chunk[:-1]], dim=0)} if spike_input else {}
+            carried_input = chunk[-1:]
+            source = 0
             for i, layer in enumerate(self.net.layers):
                 if isinstance(layer, FlattenLayer):
-                    s = s.reshape(s.shape[0], s.shape[1], -1)
+                    d = delayed[source]
+                    delayed[i], source = d.reshape(d.shape[0], d.shape[1], -1), i
                     continue
                 if isinstance(layer, InputLayer) and layer.neuron is None:
                     continue
                 if isinstance(layer, InputLayer):
                     pres = [chunk]
                 else:
-                    pres = [s] + ([spikes[layer.skip.source]] if i in self._skips else [])
-                s = populations[i].advance(pres)
-                spikes[i] = s
+                    pres = [delayed[source]] + ([delayed[layer.skip.source]] if i in self._skips else [])
+                spikes = populations[i].advance(pres)
+                delayed[i], source = populations[i].delayed(), i
                 if i in outputs:
-                    outputs[i].append(s)
+                    outputs[i].append(spikes.to(torch.uint8))
         return {i: torch.cat(parts, dim=0).movedim(0, -1) for i, parts in outputs.items()}
 
     def _populations(self, input_magnitude: int, steps: int, result: SimResult) -> dict:
@@ -171,6 +176,8 @@ class _Population:
                  steps: int, result: SimResult):
         self.neuron = neuron
         self.synapses = [synapse for synapse, _ in drives]
+        #: Bound on |input| of each drive (1 for spikes).
+        self.sizes = [size for _, size in drives]
         max_in = sum(size if syn is None else syn.max_abs_input(size) for syn, size in drives)
         max_bias = int(bias.abs().max()) if bias is not None else 0
         bound_u = max_in << ACT_SHIFT if neuron.i_decay == DECAY_UNITY else steps * (max_in << ACT_SHIFT)
@@ -185,46 +192,60 @@ class _Population:
         self.u = self.v = None
         #: ``bias << 6`` over one step's neurons, for the compiled loop (built on first use).
         self.bias_shifted: Optional[torch.Tensor] = None
-        #: Last presynaptic step seen by each synapse (delivered at the next chunk's first step).
-        self.last = [None] * len(drives)
+        #: (TIME_CHUNK + 1, B, *shape) spikes: step 0 the previous chunk's last, then this chunk's.
+        self.buffer: Optional[torch.Tensor] = None
+        self.steps = 0
 
     def advance(self, pres: list) -> torch.Tensor:
-        """Spikes (t, B, *shape) for the next t steps, given each drive's presynaptic chunk
-        (t, B, *in), all time-major."""
+        """Spikes (t, B, *shape), as 0/1 float32, of the next t steps.
+
+        ``pres`` holds each drive's chunk, time-major (t, B, *in): the raw input of an input
+        neuron, else the source layer's spikes already delayed by one step (Lava's synaptic
+        buffer). The result is a view of this population's buffer, valid until its next
+        chunk; :meth:`delayed` gives the same spikes one step late, for its targets.
+        """
         kernel = cpu_kernel.compiled() if pres[0].device.type == "cpu" else None
         # The compiled loop reads a lone synapse's exact float sums directly (no cast pass).
         dtype = None if kernel is not None and len(pres) == 1 else self.dtype
         a = None
-        for k, (synapse, pre) in enumerate(zip(self.synapses, pres)):
-            part = pre.to(self.dtype) if synapse is None else self._delayed(k, synapse, pre, dtype)
+        for synapse, size, pre in zip(self.synapses, self.sizes, pres):
+            part = pre.to(self.dtype) if synapse is None else self._current(synapse, size, pre, dtype)
             a = part if a is None else a + part
         if self.u is None:
             self.u = torch.zeros(a.shape[1:], dtype=self.dtype, device=a.device)
             self.v = torch.zeros_like(self.u) if self.v_init is None else self.u + self.v_init.to(self.dtype)
+            self.buffer = torch.empty((TIME_CHUNK + 1,) + tuple(a.shape[1:]), dtype=torch.float32, device=a.device)
+            self.buffer[0] = 0  # nothing was sent before the first step
+        else:
+            self.buffer[0] = self.buffer[self.steps]  # the previous chunk's last step
+        self.steps = a.shape[0]
+        out = self.buffer[1:self.steps + 1]
         if kernel is None:
-            out = torch.empty(a.shape, dtype=torch.bool, device=a.device)
-            for t in range(a.shape[0]):
-                self.u, self.v, out[t] = lif_step(self.u, self.v, a[t], self.neuron, self.bias,
+            for t in range(self.steps):
+                self.u, self.v, spikes = lif_step(self.u, self.v, a[t], self.neuron, self.bias,
                                                   self.result.overflow, self.may_overflow)
+                out[t] = spikes
             return out
         if self.bias_shifted is None:
             self.bias_shifted = (torch.empty(0, dtype=self.dtype) if not torch.is_tensor(self.bias) else
                                  (self.bias << BIAS_EXP).expand(self.u.shape).contiguous())
         n = self.neuron
-        out, wraps, clips = kernel.lif_integer(a.contiguous(), self.u, self.v, self.bias_shifted, n.i_decay,
-                                               n.v_decay, DECAY_UNITY, ACT_SHIFT, n.vth_mant << VTH_SHIFT,
-                                               n.soft_reset, self.may_overflow, STATE_LIMIT)
+        wraps, clips = kernel.lif_integer(a.contiguous(), self.u, self.v, self.bias_shifted, out, n.i_decay,
+                                          n.v_decay, DECAY_UNITY, ACT_SHIFT, n.vth_mant << VTH_SHIFT, n.soft_reset,
+                                          self.may_overflow, STATE_LIMIT)
         self.result.overflow.current_wraps += wraps
         self.result.overflow.voltage_clips += clips
         return out
 
-    def _delayed(self, k: int, synapse: Synapse, pre: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
-        """Synaptic input (t, B, *out) for the chunk: what ``pre`` (t, B, *in) sent one step earlier."""
-        previous = self.last[k] if self.last[k] is not None else torch.zeros_like(pre[:1])
-        self.last[k] = pre[-1:]
-        shifted = torch.cat([previous, pre[:-1]], dim=0)
-        t, b = shifted.shape[:2]
-        a, wraps = synapse(shifted.reshape((t * b,) + tuple(shifted.shape[2:])), dtype)
+    def delayed(self) -> torch.Tensor:
+        """The last chunk's spikes one step late (t, B, *shape): step 0 is the step before it."""
+        return self.buffer[:self.steps]
+
+    def _current(self, synapse: Synapse, size: int, pre: torch.Tensor, dtype: Optional[torch.dtype]
+                 ) -> torch.Tensor:
+        """Synaptic input (t, B, *out) for the delayed presynaptic chunk ``pre`` (t, B, *in)."""
+        t, b = pre.shape[:2]
+        a, wraps = synapse(pre.reshape((t * b,) + tuple(pre.shape[2:])), dtype, size)
         self.result.conv_wraps += wraps
         return a.reshape((t, b) + tuple(a.shape[1:]))
 

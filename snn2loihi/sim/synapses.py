@@ -103,9 +103,11 @@ class Synapse:
             return bound << self.exp if self.exp >= 0 else -((-bound) >> -self.exp)
         return min(bound, 1 << (STATE_BITS - 1))
 
-    def __call__(self, s: torch.Tensor, dtype: Optional[torch.dtype] = torch.int64) -> tuple[torch.Tensor, int]:
+    def __call__(self, s: torch.Tensor, dtype: Optional[torch.dtype] = torch.int64, size: Optional[int] = None
+                 ) -> tuple[torch.Tensor, int]:
         """Synaptic input for spikes ``s`` as ``dtype`` integers (None: as the exact float sums
         where no shift or wrap applies); also returns how many conv/pool outputs wrapped.
+        ``size`` bounds max |s| (measured when not given).
 
         Sums are computed in float32 when they are provably below 2^24, else float64. Either
         way they are exact without rounding: every partial sum of integer products is an
@@ -113,7 +115,7 @@ class Synapse:
         in. A pool whose taps share one weight w is ``w · Σ_window s`` (a divisor-1
         ``avg_pool2d``, also exact), otherwise a depthwise convolution.
         """
-        size = magnitude(s)
+        size = magnitude(s) if size is None else size
         exact32 = self.max_abs_sum * size < 1 << 24
         weight = self._weight32 if exact32 else self.weight
         x = s.to(weight.dtype)
