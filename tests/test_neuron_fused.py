@@ -69,3 +69,25 @@ def test_unknown_kernel_choice_is_refused(monkeypatch):
     monkeypatch.setenv(cpu_kernel.ENV, "fast")
     with pytest.raises(ValueError, match="SNN2LOIHI_NEURON_KERNEL"):
         Neuron(1.0)(torch.rand(2, 3, 4))
+
+
+def test_failed_build_falls_back_to_the_torch_loop(monkeypatch):
+    """Without a working compiler: one warning naming the build error and the PyTorch loop
+    (same spikes) under ``auto``; a clear error under ``cpp``."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    z = torch.rand(2, 3, 6) * 0.8
+    expected = Neuron(1.0).forward_reference(z)
+
+    def broken(*args, **kwargs):
+        raise OSError("c++: not found")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(cpu_kernel, "_built", {})
+    monkeypatch.setenv(cpu_kernel.ENV, "auto")
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: not found"):
+        assert cpu_kernel.compiled() is None
+    assert torch.equal(Neuron(1.0)(z), expected)
+    monkeypatch.setenv(cpu_kernel.ENV, "cpp")
+    with pytest.raises(RuntimeError, match="could not be built: OSError: c\\+\\+: not found"):
+        cpu_kernel.compiled()
