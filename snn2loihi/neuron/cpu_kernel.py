@@ -44,9 +44,12 @@ def compiled() -> Optional[ModuleType]:
         try:
             from torch.utils.cpp_extension import load
 
+            # -fopenmp only when compiling: GOMP_* then bind to the OpenMP runtime torch already
+            # loaded. Linking the system libgomp as well gave two thread pools spinning against
+            # each other (slower than the PyTorch loop on 2 threads).
             _built["module"] = load(name="snn2loihi_lif_kernel", sources=[SOURCE],
                                     extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
-                                    extra_ldflags=["-fopenmp"], verbose=False)
+                                    verbose=False)
         except Exception as exc:  # no compiler, no ninja, headers missing: all mean "fall back"
             _built["module"] = None
             _built["error"] = f"{type(exc).__name__}: {exc}".strip()[:500]
