@@ -126,19 +126,25 @@ PYTORCH_LOOP = "ours (PyTorch neuron loop, no compiler)"
 
 
 @contextlib.contextmanager
-def neuron_kernel(choice: str):
-    """Run the enclosed code with ``$SNN2LOIHI_NEURON_KERNEL = choice`` (``torch``: no compiled loop)."""
-    from snn2loihi.neuron import cpu_kernel
-
-    previous = os.environ.get(cpu_kernel.ENV)
-    os.environ[cpu_kernel.ENV] = choice
+def environment(name: str, value: str):
+    """Run the enclosed code with ``$name = value``, restoring the variable afterwards."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if previous is None:
-            del os.environ[cpu_kernel.ENV]
+            del os.environ[name]
         else:
-            os.environ[cpu_kernel.ENV] = previous
+            os.environ[name] = previous
+
+
+def neuron_kernel(choice: str):
+    """``$SNN2LOIHI_NEURON_KERNEL = choice`` in the enclosed code (``torch``: no compiled loop)."""
+    from snn2loihi.neuron import cpu_kernel
+
+    return environment(cpu_kernel.ENV, choice)
+
 FRAMEWORKS = {"ours": ours, "lava-dl slayer CUBA": slayer_cuba, "snntorch": snntorch_net,
               "spikingjelly": spikingjelly_net,
               CEILING: synapses_only}
@@ -213,8 +219,14 @@ def emulator_vs_lava(samples_lava: int, samples_emulator: int) -> list:
 
     from snn2loihi.accounting import account
     from snn2loihi.data.encoding import pad_time
+    from snn2loihi.sim import int8_conv
     from snn2loihi.sim.emulator import Emulator
     from snn2loihi.sim.lava_runner import run_lava
+
+    def timed(run) -> float:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
 
     rows = []
     for name, net in (("demo-like conv (1x8x8)", demo_like_network()), ("VGG-style conv (1x16x16)", vgg_like_network())):
@@ -224,9 +236,10 @@ def emulator_vs_lava(samples_lava: int, samples_emulator: int) -> list:
         emulator = Emulator(net)
         emulator.run(x[:64])
         with neuron_kernel("torch"):
-            start = time.perf_counter()
-            emulator.run(x, record_all=True)
-            pytorch_loop_rate = samples_emulator / (time.perf_counter() - start)
+            pytorch_loop_rate = samples_emulator / timed(lambda: emulator.run(x, record_all=True))
+        with environment(int8_conv.ENV, "0"):
+            float_conv = Emulator(net)  # synapses pick their path when built
+        float_conv_rate = samples_emulator / timed(lambda: float_conv.run(x, record_all=True))
         start = time.perf_counter()
         result = emulator.run(x, record_all=True)
         emu_s = time.perf_counter() - start
@@ -241,6 +254,8 @@ def emulator_vs_lava(samples_lava: int, samples_emulator: int) -> list:
         emu_rate = samples_emulator / emu_s
         rows.append({"network": name, "emulator_samples_per_s": emu_rate,
                      "emulator_samples_per_s_pytorch_neuron_loop": pytorch_loop_rate,
+                     "emulator_samples_per_s_float32_convolutions": float_conv_rate,
+                     "emulator_int8_convolutions": int8_conv.available(),
                      "emulator_synops_per_s": synops / emu_s,
                      "lava_samples_per_s_marginal": 1 / marginal,
                      "lava_samples_per_s_with_startup": samples_lava / lava_times[samples_lava],

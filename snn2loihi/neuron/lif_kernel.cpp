@@ -96,8 +96,8 @@ inline int64_t decay_int(int64_t x, int64_t d, int64_t unity) {
 
 // kPlain: integrate-and-fire without overflow checks (i_decay = unity, v_decay = 0,
 // may_overflow false), the common case, as a branch-free loop the compiler vectorizes.
-template <typename T, typename A, bool kPlain>
-void integer_impl(const A* a, T* u, T* v, const T* bias, float* spikes, int64_t steps, int64_t m, int64_t i_decay,
+template <typename T, typename A, typename S, bool kPlain>
+void integer_impl(const A* a, T* u, T* v, const T* bias, S* spikes, int64_t steps, int64_t m, int64_t i_decay,
                   int64_t v_decay, int64_t unity, int64_t act_shift, int64_t vth, bool soft, bool may_overflow,
                   int64_t limit, std::atomic<int64_t>& wraps, std::atomic<int64_t>& clips) {
   at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
@@ -112,7 +112,7 @@ void integer_impl(const A* a, T* u, T* v, const T* bias, float* spikes, int64_t 
             const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
             const T vt = v[j] + ut + (bias != nullptr ? bias[j] : T(0));
             const bool s = vt > th;
-            spikes[row + j] = s ? 1.0f : 0.0f;
+            spikes[row + j] = static_cast<S>(s);
             u[j] = ut;
             v[j] = s ? (soft ? vt - reset : T(0)) : vt;
           }
@@ -133,7 +133,7 @@ void integer_impl(const A* a, T* u, T* v, const T* bias, float* spikes, int64_t 
             vt = clipped;
           }
           const bool s = vt > vth;
-          spikes[row + j] = s ? 1.0f : 0.0f;
+          spikes[row + j] = static_cast<S>(s);
           u[j] = static_cast<T>(ut);
           v[j] = static_cast<T>(s ? (soft ? vt - vth : 0) : vt);
         }
@@ -185,14 +185,15 @@ torch::Tensor lif_backward(torch::Tensor grad_s, torch::Tensor pre, torch::Tenso
 
 // a (T, M) synaptic input, integers (also as exact float32/float64 values, straight from a
 // matmul); u, v (M) int32/int64 states, updated in place; bias (M) already << 6, or empty.
-// Writes the spikes as 0/1 into spikes (T, M) float32 (what the next synapse multiplies);
-// returns (current wraps, voltage clips).
+// Writes the spikes as 0/1 into spikes (T, M), uint8 or float32 (what the next synapse
+// reads); returns (current wraps, voltage clips).
 std::tuple<int64_t, int64_t> lif_integer(torch::Tensor a, torch::Tensor u, torch::Tensor v, torch::Tensor bias,
                                          torch::Tensor spikes, int64_t i_decay, int64_t v_decay, int64_t unity,
                                          int64_t act_shift, int64_t vth, bool soft, bool may_overflow, int64_t limit) {
   for (auto* x : {&a, &u, &v, &bias, &spikes}) check(*x, "integer LIF inputs");
-  TORCH_CHECK(spikes.sizes() == a.sizes() && spikes.scalar_type() == torch::kFloat,
-              "spikes must be a float32 tensor shaped like a");
+  TORCH_CHECK(spikes.sizes() == a.sizes() &&
+                  (spikes.scalar_type() == torch::kByte || spikes.scalar_type() == torch::kFloat),
+              "spikes must be a uint8 or float32 tensor shaped like a");
   const int64_t steps = a.size(0), m = a.numel() / std::max<int64_t>(steps, 1);
   TORCH_CHECK(u.numel() == m && v.numel() == m && (bias.numel() == 0 || bias.numel() == m),
               "u, v and bias must hold one step of a");
@@ -201,13 +202,18 @@ std::tuple<int64_t, int64_t> lif_integer(torch::Tensor a, torch::Tensor u, torch
               (bias.numel() == 0 || bias.scalar_type() == state), "u, v and bias must be int32 or int64 alike");
   std::atomic<int64_t> wraps{0}, clips{0};
   const bool plain = i_decay == unity && v_decay == 0 && !may_overflow;
-  auto run = [&](auto state_zero, auto input_zero) {
+  auto run_as = [&](auto state_zero, auto input_zero, auto spike_zero) {
     using T = decltype(state_zero);
     using A = decltype(input_zero);
-    (plain ? integer_impl<T, A, true> : integer_impl<T, A, false>)(
+    using S = decltype(spike_zero);
+    (plain ? integer_impl<T, A, S, true> : integer_impl<T, A, S, false>)(
         a.data_ptr<A>(), u.data_ptr<T>(), v.data_ptr<T>(), bias.numel() ? bias.data_ptr<T>() : nullptr,
-        spikes.data_ptr<float>(), steps, m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps,
+        spikes.data_ptr<S>(), steps, m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps,
         clips);
+  };
+  auto run = [&](auto state_zero, auto input_zero) {
+    if (spikes.scalar_type() == torch::kByte) run_as(state_zero, input_zero, uint8_t(0));
+    else run_as(state_zero, input_zero, float(0));
   };
   auto with_input = [&](auto state_zero) {
     switch (a.scalar_type()) {

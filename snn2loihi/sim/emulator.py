@@ -13,6 +13,12 @@ otherwise the integers the input neuron's ``a_in`` port receives each step.
 A layer with a :class:`~snn2loihi.ir.Skip` adds its second synapse group's output, also
 delayed by one step, to ``a_in`` (as Lava sums two connections into one port); a layer
 with ``v_init`` starts every sample from that voltage instead of 0.
+
+Inside, a (C, H, W) population lives channels-last, as (B, H, W, C) in memory, with 0/1
+uint8 spikes: the layout and dtype of the exact int8 convolutions of
+:mod:`snn2loihi.sim.int8_conv`, so that no layer converts or transposes its input. Dense
+layers read a flattened (H, W, C) source through permuted weight columns. Results are
+returned in the IR's (N, C, H, W, T) order.
 """
 from __future__ import annotations
 
@@ -65,12 +71,14 @@ class Emulator:
     def __init__(self, net: Network, device: str | torch.device = "cpu"):
         self.net = net
         self.device = torch.device(device)
-        self._synapses = {i: Synapse(layer, self.device) for i, layer in enumerate(net.layers)
-                          if i > 0 and not isinstance(layer, FlattenLayer)}
-        self._bias = {i: bias_tensor(layer, self.device) for i, layer in enumerate(net.layers)}
-        self._v_init = {i: _v_init_tensor(layer, self.device) for i, layer in enumerate(net.layers)}
-        self._skips = {i: Synapse(net.skip_synapse(i), self.device) for i, layer in enumerate(net.layers)
-                       if getattr(layer, "skip", None) is not None}
+        layers = net.layers
+        self._synapses = {i: Synapse(layer, self.device, _hwc_source(layer, _chain_source_shape(net, i)))
+                          for i, layer in enumerate(layers) if i > 0 and not isinstance(layer, FlattenLayer)}
+        self._bias = {i: bias_tensor(layer, self.device) for i, layer in enumerate(layers)}
+        self._v_init = {i: _v_init_tensor(layer, self.device) for i, layer in enumerate(layers)}
+        self._skips = {i: Synapse(net.skip_synapse(i), self.device,
+                                  _hwc_source(layer, layers[layer.skip.source].out_shape))
+                       for i, layer in enumerate(layers) if getattr(layer, "skip", None) is not None}
 
     def run(self, x: np.ndarray | torch.Tensor, record_all: bool = False, batch_size: int = 256,
             progress: Optional[Iterable] = None) -> SimResult:
@@ -89,26 +97,27 @@ class Emulator:
         if x.ndim != len(expected) + 2 or tuple(x.shape[1:-1]) != expected:
             raise ValueError(f"input has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, expected))}, T)")
         result = SimResult()
-        chunks: dict[int, list] = {}
         last = len(self.net.layers) - 1
         keep = {i for i, _ in self.net.neuron_layers} if record_all else {last}
+        steps = x.shape[-1]
+        spikes = {i: torch.empty((x.shape[0],) + tuple(layer.out_shape) + (steps,), dtype=torch.uint8)
+                  for i, layer in self.net.neuron_layers if i in keep}
         starts = range(0, x.shape[0], batch_size)
         for start in (progress(starts) if progress else starts):
             batch = x[start:start + batch_size].to(self.device)
-            for index, spikes in self._run_batch(batch, result, keep).items():
-                if index in keep:
-                    chunks.setdefault(index, []).append(spikes.cpu().view(torch.uint8).numpy())
-        result.spikes = {i: np.concatenate(c) for i, c in chunks.items()}
+            self._run_batch(batch, result, {i: out[start:start + batch_size] for i, out in spikes.items()})
+        result.spikes = {i: out.numpy() for i, out in spikes.items()}
         return result
 
-    def _run_batch(self, x: torch.Tensor, result: SimResult, keep: set) -> dict:
-        """Spikes (B, *shape, T) of the layers in ``keep`` for one batch.
+    def _run_batch(self, x: torch.Tensor, result: SimResult, outputs: dict) -> None:
+        """Simulate one batch and write the spikes of the layers in ``outputs`` into its
+        (B, *shape, T) uint8 tensors.
 
         Time is streamed through the whole network in chunks of ``TIME_CHUNK`` steps: every
         layer advances one chunk (its synaptic input, then its neuron loop) before the next
         chunk starts, carrying u, v and the last presynaptic step of each synapse (Lava's
         one-step buffer) across chunks. Working memory is therefore independent of T.
-        Inside, spikes and currents are time-major, (t, B, *shape): a step is one contiguous
+        Inside, spikes and currents are time-major, (t, B, *stored): a step is one contiguous
         block and a chunk is a (t·B)-sample batch for the synapses, without copies.
         """
         steps = x.shape[-1]
@@ -116,11 +125,12 @@ class Emulator:
         # non-zero value as a spike.
         stream = x if self.net.input.neuron is not None else x != 0
         populations = self._populations(magnitude(stream), steps, result)
-        outputs: dict = {i: [] for i in keep if i in populations}
         spike_input = self.net.input.neuron is None
-        carried_input = torch.zeros_like(stream[..., :1]).movedim(-1, 0)  # the input step before the chunk
+        carried_input = None  # the input step before the chunk
         for t0 in range(0, steps, TIME_CHUNK):
-            chunk = stream[..., t0:min(steps, t0 + TIME_CHUNK)].movedim(-1, 0)  # (t, B, *in): time-major
+            chunk = _stored(stream[..., t0:min(steps, t0 + TIME_CHUNK)])  # (t, B, *stored): time-major
+            if carried_input is None:
+                carried_input = torch.zeros_like(chunk[:1])
             # delayed[i]: layer i's spikes one step late, i.e. what its targets receive per step.
             delayed = {0: torch.cat([carried_input, chunk[:-1]], dim=0)} if spike_input else {}
             carried_input = chunk[-1:]
@@ -139,8 +149,7 @@ class Emulator:
                 spikes = populations[i].advance(pres)
                 delayed[i], source = populations[i].delayed(), i
                 if i in outputs:
-                    outputs[i].append(spikes.to(torch.uint8))
-        return {i: torch.cat(parts, dim=0).movedim(0, -1) for i, parts in outputs.items()}
+                    _record(spikes, outputs[i][..., t0:t0 + spikes.shape[0]])
 
     def _populations(self, input_magnitude: int, steps: int, result: SimResult) -> dict:
         """One :class:`_Population` per layer that owns neurons, with its overflow bound."""
@@ -197,7 +206,7 @@ class _Population:
         self.steps = 0
 
     def advance(self, pres: list) -> torch.Tensor:
-        """Spikes (t, B, *shape), as 0/1 float32, of the next t steps.
+        """Spikes (t, B, *stored shape), as 0/1 uint8, of the next t steps.
 
         ``pres`` holds each drive's chunk, time-major (t, B, *in): the raw input of an input
         neuron, else the source layer's spikes already delayed by one step (Lava's synaptic
@@ -214,7 +223,7 @@ class _Population:
         if self.u is None:
             self.u = torch.zeros(a.shape[1:], dtype=self.dtype, device=a.device)
             self.v = torch.zeros_like(self.u) if self.v_init is None else self.u + self.v_init.to(self.dtype)
-            self.buffer = torch.empty((TIME_CHUNK + 1,) + tuple(a.shape[1:]), dtype=torch.float32, device=a.device)
+            self.buffer = torch.empty((TIME_CHUNK + 1,) + tuple(a.shape[1:]), dtype=torch.uint8, device=a.device)
             self.buffer[0] = 0  # nothing was sent before the first step
         else:
             self.buffer[0] = self.buffer[self.steps]  # the previous chunk's last step
@@ -243,17 +252,49 @@ class _Population:
 
     def _current(self, synapse: Synapse, size: int, pre: torch.Tensor, dtype: Optional[torch.dtype]
                  ) -> torch.Tensor:
-        """Synaptic input (t, B, *out) for the delayed presynaptic chunk ``pre`` (t, B, *in)."""
+        """Synaptic input (t, B, *stored out) for the delayed presynaptic chunk ``pre``
+        (t, B, *stored in): conv and pool layers see their channels-last input as a
+        (t·B, C, H, W) view and return a channels-last result."""
         t, b = pre.shape[:2]
-        a, wraps = synapse(pre.reshape((t * b,) + tuple(pre.shape[2:])), dtype, size)
+        flat = pre.reshape((t * b,) + tuple(pre.shape[2:]))
+        if not isinstance(synapse.layer, DenseLayer):
+            flat = flat.permute(0, 3, 1, 2)
+        a, wraps = synapse(flat, dtype, size)
         self.result.conv_wraps += wraps
+        if a.ndim == 4:
+            a = a.permute(0, 2, 3, 1).contiguous()
         return a.reshape((t, b) + tuple(a.shape[1:]))
 
 
 def _v_init_tensor(layer, device: torch.device) -> Optional[torch.Tensor]:
-    """Initial voltages (raw units) broadcastable to (B, *out_shape), or None."""
+    """Initial voltages (raw units), one per channel or neuron: broadcastable to the stored
+    (B, H, W, C) or (B, F), or None."""
     v_init = getattr(layer, "v_init", None)
     if v_init is None:
         return None
-    v = torch.as_tensor(v_init, dtype=torch.int64, device=device)
-    return v.reshape(-1, 1, 1) if len(layer.out_shape) == 3 else v
+    return torch.as_tensor(v_init, dtype=torch.int64, device=device)
+
+
+def _stored(x: torch.Tensor) -> torch.Tensor:
+    """(B, *shape, t) in the IR's order → time-major stored (t, B, *stored): (t, B, H, W, C)
+    for a (C, H, W) shape, else (t, B, *shape); a contiguous copy."""
+    order = (x.ndim - 1, 0, 2, 3, 1) if x.ndim == 5 else (x.ndim - 1,) + tuple(range(x.ndim - 1))
+    return x.permute(order).contiguous()
+
+
+def _record(spikes: torch.Tensor, out: torch.Tensor) -> None:
+    """Copy stored spikes (t, B, *stored) into ``out`` (B, *shape, t), the IR's order
+    (the inverse of :func:`_stored`)."""
+    order = (1, 4, 2, 3, 0) if spikes.ndim == 5 else tuple(range(1, spikes.ndim)) + (0,)
+    out.copy_(spikes.permute(order))
+
+
+def _chain_source_shape(net: Network, i: int) -> tuple:
+    """Shape of the population layer ``i`` reads along the chain (through a flatten layer)."""
+    previous = net.layers[i - 1]
+    return tuple(previous.in_shape if isinstance(previous, FlattenLayer) else previous.out_shape)
+
+
+def _hwc_source(layer, source_shape: tuple) -> Optional[tuple]:
+    """For a dense synapse reading a stored-channels-last (C, H, W) population, that shape."""
+    return tuple(source_shape) if isinstance(layer, DenseLayer) and len(source_shape) == 3 else None

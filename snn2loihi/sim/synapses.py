@@ -10,8 +10,13 @@ at step t (Lava's one-step synaptic buffer is applied by the caller):
   point Conv wraps its output to 24 signed bits;
 - pool: a depthwise conv (groups = C) with the pool weight, as our Lava loader builds it.
 
-All tensors are float64 during the matrix products (exact for integers below 2^53) and
-int64 afterwards. Shapes: s is (B, *in_shape), the result (B, *out_shape).
+Every sum is computed exactly: in float32 where it is provably below 2^24, else float64
+(exact below 2^53), and on CPUs with oneDNN's int8 convolution (x86: VNNI or AVX2) conv and
+pool layers on binary spikes run as u8 × s8 → s32 convolutions when their weights fit 8
+signed bits after removing a common power of two (Loihi's 8-bit weights always do). The
+int32 sums are exact, and the float32 they are returned in holds them exactly (< 2^24).
+Shapes: s is (B, *in_shape), the result (B, *out_shape); conv inputs and outputs may be
+channels-last in memory (the emulator keeps (C, H, W) populations as (H, W, C)).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import ConvLayer, DenseLayer, PoolLayer, STATE_BITS
+from . import int8_conv
 
 
 @dataclass(frozen=True)
@@ -69,24 +75,42 @@ def wrap_signed(x: torch.Tensor, bits: int = STATE_BITS) -> torch.Tensor:
 
 
 class Synapse:
-    """Batched integer synapse of one layer; ``__call__`` maps (B, *in) → (B, *out) int64."""
+    """Batched integer synapse of one layer; ``__call__`` maps (B, *in) → (B, *out) int64.
 
-    def __init__(self, layer, device: torch.device):
+    Args:
+        layer: a dense, conv or pool layer.
+        device: where the sums are computed.
+        source_hwc: for a dense layer whose input is a (C, H, W) population delivered
+            flattened in (H, W, C) order (the emulator's channels-last layout), that shape:
+            the weight columns, stored in (C, H, W) order, are permuted to match.
+    """
+
+    def __init__(self, layer, device: torch.device, source_hwc: Optional[tuple] = None):
         self.layer = layer
         self.device = device
         self.exp = 0
+        #: The exact u8 × s8 convolution for spike inputs, where available (else None).
+        self.int8 = None
         if isinstance(layer, DenseLayer):
             dw = dense_weights(layer.weight)
             self.exp = dw.weight_exp
-            self.weight = torch.as_tensor(dw.effective, dtype=torch.float64, device=device)
+            effective = dw.effective
+            if source_hwc is not None:
+                effective = effective.reshape((-1,) + tuple(source_hwc)).transpose(0, 2, 3, 1).reshape(len(effective), -1)
+            self.weight = torch.as_tensor(effective, dtype=torch.float64, device=device)
         elif isinstance(layer, ConvLayer):
             self.weight = torch.as_tensor(layer.weight, dtype=torch.float64, device=device)
+            geometry = (layer.stride, layer.padding, layer.dilation, layer.groups)
         elif isinstance(layer, PoolLayer):
             c = layer.in_shape[0]
             w = np.broadcast_to(layer.weight, (c, 1) + layer.weight.shape)
             self.weight = torch.as_tensor(np.ascontiguousarray(w), dtype=torch.float64, device=device)
+            geometry = (layer.stride, layer.padding, layer.dilation, c)
         else:
             raise TypeError(f"no synapse for {type(layer).__name__}")
+        if not isinstance(layer, DenseLayer) and self.device.type == "cpu" and int8_conv.available() and \
+                int8_conv.weight_shift(self.weight.numpy()) is not None:
+            self.int8 = int8_conv.Int8Conv(self.weight.numpy().astype(np.int64), *geometry)
         #: Largest Σ|W| into one neuron: with binary spikes, the largest |sum| before the shift.
         self.max_abs_sum = int(self.weight.abs().reshape(self.weight.shape[0], -1).sum(1).max())
         self._weight32 = self.weight.to(torch.float32)
@@ -113,13 +137,18 @@ class Synapse:
         way they are exact without rounding: every partial sum of integer products is an
         integer below the bound, whatever order the matmul or direct convolution adds them
         in. A pool whose taps share one weight w is ``w · Σ_window s`` (a divisor-1
-        ``avg_pool2d``, also exact), otherwise a depthwise convolution.
+        ``avg_pool2d``, also exact), otherwise a depthwise convolution. Conv and pool
+        layers given uint8/bool spikes (``size`` ≤ 1) take the exact int8 convolution
+        (:mod:`snn2loihi.sim.int8_conv`) where it is available.
         """
         size = magnitude(s) if size is None else size
         exact32 = self.max_abs_sum * size < 1 << 24
         weight = self._weight32 if exact32 else self.weight
-        x = s.to(weight.dtype)
         layer = self.layer
+        if self.int8 is not None and exact32 and size <= 1 and s.dtype in (torch.uint8, torch.bool):
+            acc = self.int8(s)
+            return self._conv_output(acc, dtype, size)
+        x = s.to(weight.dtype)
         if isinstance(layer, DenseLayer):
             acc = x.reshape(x.shape[0], -1) @ weight.T
             if self.exp:
@@ -133,6 +162,10 @@ class Synapse:
             groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
             acc = F.conv2d(x, weight, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                            groups=groups)
+        return self._conv_output(acc, dtype, size)
+
+    def _conv_output(self, acc: torch.Tensor, dtype: Optional[torch.dtype], size: int) -> tuple[torch.Tensor, int]:
+        """Exact conv/pool sums → Lava Conv's 24-bit wrapped output, and the wrap count."""
         if self.max_abs_sum * size < 1 << (STATE_BITS - 1):
             return _cast(acc, dtype), 0
         acc = acc.to(torch.int64)
@@ -162,11 +195,9 @@ def shift_one_step(a: torch.Tensor) -> torch.Tensor:
 
 
 def bias_tensor(layer, device: torch.device) -> Optional[torch.Tensor]:
-    """Bias mantissas broadcastable to (B, *out_shape), or None."""
+    """Bias mantissas, one per channel (conv) or neuron (dense): broadcastable to a
+    channels-last (B, H, W, C) or to (B, F); None without a bias."""
     bias = getattr(layer, "bias", None)
     if bias is None:
         return None
-    b = torch.as_tensor(bias, dtype=torch.int64, device=device)
-    if isinstance(layer, ConvLayer):
-        b = b.reshape(-1, 1, 1)
-    return b
+    return torch.as_tensor(bias, dtype=torch.int64, device=device)
