@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--v-init", choices=("half", "zero"), default="half")
     p.add_argument("--bias", choices=("clock", "timed", "current"), default="clock",
                    help="clock: biases as weights from a clock channel (exact at any depth); timed: bias currents")
+    p.add_argument("--correct", action="store_true",
+                   help="per-channel mean-error correction of the initial voltages on the calibration batch")
     p.add_argument("--sweep", default="4,8,16,32,64,128", help="comma-separated T values to evaluate")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", help="dataset folder (fashion-mnist)")
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         ann_acc = float(np.mean(np.concatenate([ann(torch.as_tensor(x_test[k:k + 500])).argmax(1).numpy()
                                                 for k in range(0, len(x_test), 500)]) == y_test))
     options = {"rule": args.rule, "block": args.block, "percentile": args.percentile, "v_init": args.v_init,
-               "bias": args.bias}
+               "bias": args.bias, "correct": args.correct}
     rows, exported = [], None
     for t in sweep:
         result = convert(ann, calib, t, **options)

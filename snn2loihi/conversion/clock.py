@@ -70,6 +70,29 @@ def clocked(graph: Graph) -> Graph:
     return new
 
 
+def has_bias(graph: Graph, n: int) -> bool:
+    """Whether node ``n`` has a bias: a bias current or a tap on a clock."""
+    return any(op.bias is not None or graph.nodes[op.source].clock for op in graph.nodes[n].ops)
+
+
+def add_bias(graph: Graph, n: int, delta: torch.Tensor) -> None:
+    """Add ``delta`` (C,) per step to the bias of node ``n`` (which must :func:`has_bias`),
+    in place, where its bias arrives: on its clock tap (``bias="clock"``), else on its bias
+    current."""
+    if not has_bias(graph, n):
+        raise ConversionError(f"{graph.nodes[n].name} has no bias to add to")
+    node = graph.nodes[n]
+    delta = delta.to(torch.float64)
+    ops = list(node.ops)
+    k = next((k for k, op in enumerate(ops) if graph.nodes[op.source].clock), None)
+    if k is not None:
+        ops[k] = replace(ops[k], weight=ops[k].weight + _tap(ops[k].source, graph, ops[k], delta, node.name).weight)
+    else:
+        k = next(k for k, op in enumerate(ops) if op.bias is not None)
+        ops[k] = replace(ops[k], bias=ops[k].bias + delta)
+    graph.nodes[n] = replace(node, ops=ops)
+
+
 def _main(node: Node, graph: Graph, pop_of: dict, q: int) -> Affine:
     """The node's operator from the layer before (its geometry is the clock's)."""
     op = next((op for op in node.ops if pop_of[op.source] == q - 1), None)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from ..blocks.soft_lif import Flatten
 from ..data.encoding import pad_time, rate_encode
 from . import residual
-from .clock import clocked
+from .clock import add_bias, clocked, has_bias
 from .build import choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan
 from .errors import ConversionError
 from .graph import Graph, extract_graph
@@ -54,7 +54,8 @@ class ConversionResult:
         thresholds: node name → θ (ANN activation units) of every node but the input.
         scales: node name → the factor c of the threshold rule (θ = c·base).
         report: per-node error at T on the calibration batch (:class:`ConversionReport`).
-        graph: the converted graph (after block restructuring).
+        graph: the converted graph (after block restructuring, clocks and, with ``correct``, the
+            corrected biases).
         timesteps, rule, block, v_init, bias: the options used.
     """
 
@@ -113,7 +114,7 @@ class ConversionResult:
 
 def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: str = "max",
             percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
-            batch_size: int = 32, progress: bool = False) -> ConversionResult:
+            batch_size: int = 32, progress: bool = False, correct: bool = False) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
     The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
@@ -148,6 +149,14 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             (bias currents, :mod:`~.build`).
         batch_size: calibration samples simulated together.
         progress: show a progress bar over layers.
+        correct: bias correction (Li et al., ICML 2021): after choosing its thresholds,
+            each layer is simulated on the calibration batch behind the already corrected
+            layers, and every channel's bias gets ``-θ·ē_c`` per step, ē_c its mean error
+            ``E[N/T - min(a/θ, 1)]`` (units of θ; clipping cannot be corrected). With clock
+            biases the correction rides on the clock tap, so it is exactly timed at any
+            depth. Only nodes with a bias are corrected (not relays, clocks, pools, or a
+            bias-free ANN). One extra simulation per layer; ``.graph`` then holds the
+            corrected biases.
 
     Returns:
         :class:`ConversionResult` with ``.snn``, ``.thresholds``, ``.scales`` and ``.report``.
@@ -173,7 +182,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     graph = BLOCKS[block](extract_graph(ann, tuple(x.shape[1:]), check_x=x[:32]))
     if bias == "clock":
         graph = clocked(graph)
-    builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size)
+    builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size, correct)
     snn = builder.run(progress)
     names = {i: n.name for i, n in enumerate(graph.nodes)}
     report = ConversionReport(timesteps, rule, block, len(x), builder.timing, builder.errors)
@@ -196,9 +205,10 @@ class _Builder:
     """The layer-by-layer pass of :func:`convert` (see its docstring)."""
 
     def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
-                 bias_mode: str, batch_size: int):
+                 bias_mode: str, batch_size: int, correct: bool = False):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
-        self.u0, self.bias_mode, self.batch = u0, bias_mode, max(1, batch_size)
+        self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
+
         self.pops = plan(graph)
         where = locate(self.pops)
         self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
@@ -263,12 +273,25 @@ class _Builder:
         for n in pop.nodes:
             self.thetas[n] = chosen[n] * base[n]
             self.scales[n] = chosen[n]
+        biased = [n for n in tunable if has_bias(self.graph, n)]
+        if self.correct and biased:
+            self._correct_biases(q, biased, spikes, acts, block_of)
         layer = self._build(q, {n: self.thetas[n] for n in pop.nodes}, block_of)
         accs = {n: ErrorAccumulator() for n in pop.nodes}
         spikes[q] = self._simulate(q, layer, self.thetas, spikes, acts, accs, keep=True)
         for n in pop.nodes:
             self.errors.append(accs[n].result(block_of[q], nodes[n].name, self.thetas[n], chosen[n], self.t))
         return layer
+
+    def _correct_biases(self, q: int, nodes: list, spikes: dict, acts: dict, block_of: dict) -> None:
+        """Cancel each channel's mean error in population q by its bias (see
+        ``convert(correct=True)``), measured at the chosen thresholds."""
+        pop = self.pops[q]
+        accs = {n: ErrorAccumulator() for n in pop.nodes}
+        self._simulate(q, self._build(q, {n: self.thetas[n] for n in pop.nodes}, block_of), self.thetas, spikes,
+                       acts, accs)
+        for n in nodes:
+            add_bias(self.graph, n, -self.thetas[n] * accs[n].channel_mean())
 
     def _build(self, q: int, thetas: dict, block_of: dict) -> _Layer:
         """Population q with node thresholds ``thetas``, float arithmetic (the pass measures

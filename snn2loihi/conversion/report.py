@@ -56,6 +56,9 @@ class ErrorAccumulator:
     def __init__(self):
         self.sums = {name: 0.0 for name in PARTS + ("total", "mean", "spikes")}
         self.count = 0
+        #: Per channel: Σ (N/T - min(a/θ, 1)), the error without clipping, and its count.
+        self.channel_sums = None
+        self.channel_count = 0
 
     def add(self, count: torch.Tensor, charge: torch.Tensor, a: torch.Tensor, theta: float, timesteps: int,
             u0: torch.Tensor) -> None:
@@ -74,6 +77,15 @@ class ErrorAccumulator:
         self.sums["mean"] += float(total.sum())
         self.sums["spikes"] += float(count.sum())
         self.count += count.numel()
+        unclipped = (total - parts["clipping"]).transpose(0, 1).reshape(count.shape[1], -1)
+        sums = unclipped.sum(1, dtype=torch.float64)
+        self.channel_sums = sums if self.channel_sums is None else self.channel_sums + sums
+        self.channel_count += unclipped.shape[1]
+
+    def channel_mean(self) -> torch.Tensor:
+        """(C,) mean of ``N/T - min(a/θ, 1)`` per channel (units of θ): the part of each
+        channel's error that a shift of its charge can remove (clipping cannot)."""
+        return self.channel_sums / max(self.channel_count, 1)
 
     def result(self, layer: int, node: str, theta: float, scale: float, timesteps: int) -> LayerError:
         n = max(self.count, 1)
