@@ -6,7 +6,8 @@
 
 For every CIFAR-style ResNet (``models/ann.py``, ReLU or clip-floor-shift activation;
 checkpoints from ``bench/train_ann.py``, trained here on the CPU when missing), every rule
-(max / percentile / clip / tuned; clip only for clip-floor-shift ANNs), block
+(max / percentile / clip / tuned, and "clip+corrected" / "tuned+corrected" with bias correction;
+clip only for clip-floor-shift ANNs), block
 (standard / restructured) and T, it converts the ANN with ``snn2loihi.conversion.convert``
 and measures the SNN's test accuracy in float (unquantized weights) and in Loihi fixed point
 (the torch network in chip arithmetic, which equals the emulator's output counts: checked
@@ -40,7 +41,10 @@ from snn2loihi.conversion import convert  # noqa: E402
 from snn2loihi.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from snn2loihi.sim.emulator import Emulator  # noqa: E402
 
-RULES, BLOCKS = ("max", "percentile", "clip", "tuned"), ("standard", "restructured")
+#: Threshold rules, and with "+corrected" the same rule followed by bias correction
+#: (``convert(correct=True)``).
+RULES = ("max", "percentile", "clip", "tuned", "clip+corrected", "tuned+corrected")
+BLOCKS = ("standard", "restructured")
 
 
 def key(row: dict) -> tuple:
@@ -99,7 +103,8 @@ def run(args) -> list:
         ann, arch, meta = ann_for(depth, args, data)
         name, layers = f"ResNet-{depth}", count_layers(ann)
         act = activation_label(arch.get("activation", "relu"), arch.get("levels", 8))
-        rules = [r for r in args.rules.split(",") if r != "clip" or act != "relu"]  # clip = percentile for ReLU
+        # clip = percentile for ReLU
+        rules = [r for r in args.rules.split(",") if r.split("+")[0] != "clip" or act != "relu"]
         ann_acc = accuracy(ann, x_test, y_test)
         steps = args.deep_timesteps if layers > 60 else args.timesteps
         for t in (int(s) for s in steps.split(",")):
@@ -110,7 +115,8 @@ def run(args) -> list:
                     if key(ident) in done:
                         continue
                     start = time.time()
-                    result = convert(ann, calib, t, rule=rule, block=block, bias=args.bias)
+                    result = convert(ann, calib, t, rule=rule.split("+")[0], block=block, bias=args.bias,
+                                     correct=rule.endswith("+corrected"))
                     converted = time.time() - start
                     counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
                     row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
@@ -121,7 +127,7 @@ def run(args) -> list:
                            "eval_seconds": round(time.time() - start - converted, 1),
                            "output_error_rms": result.report.layers[-1].total,
                            "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
-                    if args.check and rule == "tuned" and t == min(int(s) for s in steps.split(",")):
+                    if args.check and rule.startswith("tuned") and t == min(int(s) for s in steps.split(",")):
                         net, _ = result.export()
                         x = result.encode(x_test[:args.check], pad=True)
                         emulated = Emulator(net).run(x).output.sum(-1).reshape(len(x), -1)
@@ -160,7 +166,9 @@ def write_markdown(rows: list, out: str, args) -> None:
              "short) or `clock` (weights from a clock channel of the layer before: exact at any depth); "
              "`clip` = θ = the clip λ the ANN learned with its clip-floor-shift activation (QCFS, Bu et al. "
              "2022; L levels); `tuned` = per-layer scale c ∈ {0.4 … 1.15} × that λ (or, for ReLU ANNs, the "
-             "99.9th percentile) minimising the measured layer error at T (greedy from the input). "
+             "99.9th percentile) minimising the measured layer error at T (greedy from the input); "
+             "`+corrected` = that rule, then bias correction (each channel's mean error on the calibration "
+             "batch cancelled through its bias, layer by layer from the input; docs/residual.md). "
              "`standard` blocks use skip layers (shortcut one step early on the chip); `restructured` relays the shortcut through IF neurons (matched latency, "
              "plain chain).", ""]
     for var in variants:
@@ -191,15 +199,15 @@ def write_markdown(rows: list, out: str, args) -> None:
     for var in variants:
         model = _title(var)
         sub = {(r["block"], r["rule"], r["timesteps"]): r for r in rows if variant(r) == var}
-        for t in sorted({k[2] for k in sub}):
-            best, base = sub.get(("restructured", "tuned", t)), sub.get(("standard", "max", t))
+        for t, tuned in ((t, tuned) for t in sorted({k[2] for k in sub}) for tuned in ("tuned", "tuned+corrected")):
+            best, base = sub.get(("restructured", tuned, t)), sub.get(("standard", "max", t))
             if best is None:
                 continue
             gap = best["accuracy_ann"] - best["accuracy_snn_fixed_point"]
             vs = "" if base is None else (f"; max-norm standard {base['accuracy_snn_fixed_point']:.3f} "
                                           f"({best['accuracy_snn_fixed_point'] - base['accuracy_snn_fixed_point']:+.3f})")
             top = max((r for k, r in sub.items() if k[2] == t), key=lambda r: r["accuracy_snn_fixed_point"])
-            lines.append(f"- {model}, T={t}: tuned + restructured {best['accuracy_snn_fixed_point']:.3f} vs ANN "
+            lines.append(f"- {model}, T={t}: {tuned} + restructured {best['accuracy_snn_fixed_point']:.3f} vs ANN "
                          f"{best['accuracy_ann']:.3f} (gap {100 * gap:.1f} points; target ≤ 1 point at T ≤ 32: "
                          f"{'met' if gap <= 0.01 else 'not met'}){vs}; best here: {top['rule']} + {top['block']} "
                          f"{top['accuracy_snn_fixed_point']:.3f} (gap "
@@ -219,7 +227,8 @@ def plot(rows: list, out: str) -> None:
     for ax, var in zip(axes[0], variants):
         sub = [r for r in rows if variant(r) == var]
         for block, style in zip(BLOCKS, ("--", "-")):
-            for rule, color in zip(RULES, ("tab:red", "tab:blue", "tab:purple", "tab:green")):
+            for rule, color in zip(RULES, ("tab:red", "tab:blue", "tab:purple", "tab:green", "tab:orange",
+                                           "tab:olive")):
                 pts = sorted((r["timesteps"], r["accuracy_snn_fixed_point"]) for r in sub
                              if (r["block"], r["rule"]) == (block, rule))
                 if pts:
