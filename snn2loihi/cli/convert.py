@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--bias", choices=("clock", "timed", "current"), default="clock",
                    help="clock: biases as weights from a clock channel (exact at any depth); timed: bias currents")
     p.add_argument("--correct", action="store_true",
-                   help="per-channel mean-error correction of the initial voltages on the calibration batch")
+                   help="bias correction: cancel each channel's mean error on the calibration batch through its bias")
     p.add_argument("--sweep", default="4,8,16,32,64,128", help="comma-separated T values to evaluate")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", help="dataset folder (fashion-mnist)")

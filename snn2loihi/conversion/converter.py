@@ -208,7 +208,6 @@ class _Builder:
                  bias_mode: str, batch_size: int, correct: bool = False):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
-
         self.pops = plan(graph)
         where = locate(self.pops)
         self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
@@ -273,8 +272,8 @@ class _Builder:
         for n in pop.nodes:
             self.thetas[n] = chosen[n] * base[n]
             self.scales[n] = chosen[n]
-        biased = [n for n in tunable if has_bias(self.graph, n)]
-        if self.correct and biased:
+        biased = [n for n in tunable if has_bias(self.graph, n)] if self.correct else []
+        if biased:
             self._correct_biases(q, biased, spikes, acts, block_of)
         layer = self._build(q, {n: self.thetas[n] for n in pop.nodes}, block_of)
         accs = {n: ErrorAccumulator() for n in pop.nodes}

@@ -257,11 +257,10 @@ class _Population:
         (t·B, C, H, W) view and return a channels-last result."""
         t, b = pre.shape[:2]
         flat = pre.reshape((t * b,) + tuple(pre.shape[2:]))
-        if not isinstance(synapse.layer, DenseLayer):
-            flat = flat.permute(0, 3, 1, 2)
-        a, wraps = synapse(flat, dtype, size)
+        conv = synapse.geometry is not None
+        a, wraps = synapse(flat.permute(0, 3, 1, 2) if conv else flat, dtype, size)
         self.result.conv_wraps += wraps
-        if a.ndim == 4:
+        if conv:
             a = a.permute(0, 2, 3, 1).contiguous()
         return a.reshape((t, b) + tuple(a.shape[1:]))
 

@@ -71,6 +71,14 @@ class Int8Conv:
                                                   "none", [], "")
 
 
+def build(weight: np.ndarray, stride, padding, dilation, groups: int) -> Optional[Int8Conv]:
+    """The :class:`Int8Conv` of a layer, or None where the path is off or not exact here, or
+    the weights do not fit 8 signed bits after a power-of-two shift."""
+    if not available() or weight_shift(weight) is None:
+        return None
+    return Int8Conv(weight, stride, padding, dilation, groups)
+
+
 def available() -> bool:
     """Whether the int8 path is enabled and exact here: the kernel exists and a random conv
     (odd and even weights, stride, padding, groups) equals ``F.conv2d`` in float64."""

@@ -100,17 +100,19 @@ class Synapse:
             self.weight = torch.as_tensor(effective, dtype=torch.float64, device=device)
         elif isinstance(layer, ConvLayer):
             self.weight = torch.as_tensor(layer.weight, dtype=torch.float64, device=device)
-            geometry = (layer.stride, layer.padding, layer.dilation, layer.groups)
         elif isinstance(layer, PoolLayer):
             c = layer.in_shape[0]
             w = np.broadcast_to(layer.weight, (c, 1) + layer.weight.shape)
             self.weight = torch.as_tensor(np.ascontiguousarray(w), dtype=torch.float64, device=device)
-            geometry = (layer.stride, layer.padding, layer.dilation, c)
         else:
             raise TypeError(f"no synapse for {type(layer).__name__}")
-        if not isinstance(layer, DenseLayer) and self.device.type == "cpu" and int8_conv.available() and \
-                int8_conv.weight_shift(self.weight.numpy()) is not None:
-            self.int8 = int8_conv.Int8Conv(self.weight.numpy().astype(np.int64), *geometry)
+        #: (stride, padding, dilation, groups) of a conv or pool (a depthwise conv); None for dense.
+        self.geometry = None
+        if not isinstance(layer, DenseLayer):
+            groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
+            self.geometry = (layer.stride, layer.padding, layer.dilation, groups)
+            if self.device.type == "cpu":
+                self.int8 = int8_conv.build(self.weight.numpy().astype(np.int64), *self.geometry)
         #: Largest Σ|W| into one neuron: with binary spikes, the largest |sum| before the shift.
         self.max_abs_sum = int(self.weight.abs().reshape(self.weight.shape[0], -1).sum(1).max())
         self._weight32 = self.weight.to(torch.float32)
@@ -159,9 +161,8 @@ class Synapse:
             acc = F.avg_pool2d(x, tuple(layer.weight.shape), layer.stride, layer.padding,
                                divisor_override=1).mul_(self.pool_weight)
         else:
-            groups = layer.groups if isinstance(layer, ConvLayer) else layer.in_shape[0]
-            acc = F.conv2d(x, weight, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                           groups=groups)
+            stride, padding, dilation, groups = self.geometry
+            acc = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
         return self._conv_output(acc, dtype, size)
 
     def _conv_output(self, acc: torch.Tensor, dtype: Optional[torch.dtype], size: int) -> tuple[torch.Tensor, int]:
