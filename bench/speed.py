@@ -22,6 +22,10 @@ A neuron-free run of the same synapses (``synapses_only``) bounds what any imple
 dense PyTorch convolutions can reach: ``ceiling_ratio_to_fastest_peer`` below 2 means the
 issue's "2× the fastest peer" is out of reach on this machine without sparse synapses.
 
+The process keeps freed memory (:func:`snn2loihi.allocator.keep_freed_memory`, as the
+``snn2loihi`` command does) for every framework alike; the row "ours (C library's default
+allocator)" is measured in a child process without it.
+
 Usage: ``.venv/bin/python bench/speed.py [--steps 4] [--timesteps 4 8 16] [--device cuda]``
 """
 from __future__ import annotations
@@ -38,6 +42,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from snn2loihi import allocator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS_DIR = os.path.join(HERE, ".peers")
@@ -109,20 +115,25 @@ def spikingjelly_net(timesteps: int):
 
 
 def synapses_only(timesteps: int):
-    """The workload's synapses with no neurons at all, all T steps as one (N·T) batch: the
-    ceiling of any SNN built on dense PyTorch convolutions (ours or a peer's)."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.AvgPool2d(2),
-                              torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
-                              torch.nn.Linear(3136, 10))
+    """The workload's synapses with no neurons at all, all T steps as one (N·T) batch and
+    pooled by our tile sum: the ceiling of any SNN built on dense PyTorch convolutions (ours
+    or a peer's)."""
+    from snn2loihi.blocks.synapse import window_sum
+
+    conv1, conv2 = torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.Conv2d(32, 64, 3, padding=1)
+    fc = torch.nn.Linear(3136, 10)
 
     def forward(x):
         n, t = x.shape[0], x.shape[-1]
-        return net(x.movedim(-1, 1).reshape(n * t, *x.shape[1:-1])).reshape(n, t, -1).movedim(1, -1)
-    return net, forward
+        y = window_sum(conv1(x.movedim(-1, 0).reshape(t * n, *x.shape[1:-1])), (2, 2), (2, 2), (0, 0))
+        y = window_sum(conv2(y), (2, 2), (2, 2), (0, 0))
+        return fc(y.flatten(1)).reshape(t, n, -1).movedim(0, -1)
+    return torch.nn.ModuleList([conv1, conv2, fc]), forward
 
 
 CEILING = "synapses only, no neurons (ceiling)"
 PYTORCH_LOOP = "ours (PyTorch neuron loop, no compiler)"
+DEFAULT_ALLOCATOR = "ours (C library's default allocator)"
 
 
 @contextlib.contextmanager
@@ -295,9 +306,13 @@ def _reset_peak() -> int:
     return _rss_kb("VmRSS")
 
 
-def child(kind: str, timesteps: int) -> None:
+def child(kind: str, timesteps: int, steps: int) -> None:
     """Print the peak RSS a training step or a 10k-sample emulator run adds on top of the
-    process after its imports and set-up (MB)."""
+    process after its imports and set-up (MB), or (``throughput``) our training throughput
+    under this process's allocator setting."""
+    if kind == "throughput":
+        print(json.dumps({"samples_per_s": training_throughput(ours, timesteps, steps, "cpu")}))
+        return
     if kind == "train":
         net, forward = ours(timesteps)
         x = (torch.rand(BATCH, 1, 28, 28, timesteps) < 0.3).float()
@@ -318,14 +333,19 @@ def child(kind: str, timesteps: int) -> None:
     print(json.dumps({"peak_rss_increase_mb": (peak - base) / 1024}))
 
 
-def peak_rss(kind: str, timesteps: int, threads: int = 2) -> float:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--timesteps", str(timesteps)],
-                          capture_output=True, text=True, env=env, timeout=1200)
+def in_child(kind: str, timesteps: int, steps: int = 4, threads: int = 2, **env) -> dict:
+    """Run :func:`child` in a fresh process (extra environment ``env``); its JSON line."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), **env)
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--timesteps", str(timesteps),
+                           "--steps", str(steps)], capture_output=True, text=True, env=env, timeout=1200)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise RuntimeError(f"memory child failed: {proc.stderr[-500:]}")
-    return lines[-1]["peak_rss_increase_mb"]
+        raise RuntimeError(f"{kind} child failed: {proc.stderr[-500:]}")
+    return lines[-1]
+
+
+def peak_rss(kind: str, timesteps: int) -> float:
+    return in_child(kind, timesteps)["peak_rss_increase_mb"]
 
 
 def main() -> None:
@@ -336,12 +356,13 @@ def main() -> None:
     parser.add_argument("--samples-lava", type=int, default=20)
     parser.add_argument("--samples-emulator", type=int, default=2000)
     parser.add_argument("--skip-lava", action="store_true", help="training only (e.g. on a GPU host without Lava)")
-    parser.add_argument("--child", choices=["train", "emulate"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["train", "emulate", "throughput"], help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
+    kept = allocator.keep_freed_memory()  # for every framework measured in this process alike
     sys.path.insert(0, HERE)
     if args.child:
-        child(args.child, args.timesteps[0])
+        child(args.child, args.timesteps[0], args.steps)
         return
 
     from snn2loihi.neuron import cpu_kernel
@@ -349,6 +370,7 @@ def main() -> None:
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "device": args.device, "threads": torch.get_num_threads(),
                           "compiled_neuron_loop": cpu_kernel.compiled() is not None,
+                          "keep_freed_memory": kept,
                           "load_average_at_start": os.getloadavg()[0]},
               "peers": install_peers(), "training_samples_per_s": {}, "threads": {}}
     for t in args.timesteps:
@@ -363,6 +385,9 @@ def main() -> None:
         row["ours (reference loop)"] = training_throughput(lambda tt: ours(tt, fused=False), t, args.steps, args.device)
         with neuron_kernel("torch"):
             row[PYTORCH_LOOP] = training_throughput(ours, t, args.steps, args.device)
+        if args.device == "cpu" and kept:
+            row[DEFAULT_ALLOCATOR] = in_child("throughput", t, args.steps,
+                                              **{allocator.ENV: "0"})["samples_per_s"]
         peers = [v for k, v in row.items() if not k.startswith("ours") and k != CEILING and isinstance(v, float)]
         print(f"T={t:2d} ours, PyTorch neuron loop {row[PYTORCH_LOOP]:8.1f} samples/s", flush=True)
         row["ratio_to_fastest_peer"] = row["ours"] / max(peers) if peers else None

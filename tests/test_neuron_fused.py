@@ -12,7 +12,7 @@ from snn2loihi.neuron.soft_lif import Neuron
 from snn2loihi.neuron.surrogate import STDB, Exponential, Rectangular, Triangle
 
 CASES = list(itertools.product(["soft", "hard"], [True, False],
-                               [Exponential(), Triangle(), Rectangular(), STDB()],
+                               [Exponential(), Triangle(), Rectangular(), STDB(), Triangle(0.75), Rectangular(0.5)],
                                [(1.0, 0.0), (0.5, 0.1)], [False, True]))
 
 
@@ -46,7 +46,8 @@ def test_learnable_decays_use_the_reference_path():
 @pytest.mark.parametrize("reset,fixed_point,surrogate,decays,detach", CASES)
 def test_compiled_loop_equals_torch_loop_bit_for_bit(reset, fixed_point, surrogate, decays, detach, monkeypatch):
     """The C++ loop (float32, time-major input as the time-folded synapses produce it)
-    gives the PyTorch loop's spikes and gradients exactly."""
+    gives the PyTorch loop's spikes and gradients exactly, the triangle and rectangle
+    surrogates evaluated inside its backward pass included."""
     torch.manual_seed(1)
     neuron = Neuron(1.0, *decays, reset=reset, surrogate=surrogate, fixed_point=fixed_point, detach_reset=detach)
     neuron.v_init = torch.full((5,), 0.25)
@@ -59,10 +60,34 @@ def test_compiled_loop_equals_torch_loop_bit_for_bit(reset, fixed_point, surroga
         (spikes * weight).sum().backward()
         results.append((spikes, z.grad))
         z.grad = None
+        with torch.no_grad():  # no gradient wanted: the loop keeps no voltages, same spikes
+            assert torch.equal(neuron(z), spikes)
     (spikes_cpp, grad_cpp), (spikes_torch, grad_torch) = results
     assert spikes_cpp.sum() > 0 and grad_cpp.abs().sum() > 0
     assert torch.equal(spikes_cpp, spikes_torch)
-    assert torch.equal(grad_cpp, grad_torch)
+    if isinstance(surrogate, Exponential):  # the loop's own exp: within 1 ulp of PyTorch's
+        torch.testing.assert_close(grad_cpp, grad_torch, rtol=1e-5, atol=1e-6)
+    else:
+        assert torch.equal(grad_cpp, grad_torch)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
+                    reason="no C++ compiler or ninja: only the PyTorch loop exists here")
+@pytest.mark.parametrize("surrogate", [Exponential(), Exponential(tau=0.3, scale=2.0)])
+def test_compiled_exponential_surrogate_within_one_ulp(surrogate, monkeypatch):
+    """One step, detached reset, unit output gradient: ∂L/∂z = σ(p - θ) itself. The loop's
+    vectorized float32 exp against float64 exp of the same float32 argument |p - θ|/(-τθ),
+    over p - θ ∈ [-100, 100]."""
+    monkeypatch.setenv(cpu_kernel.ENV, "cpp")
+    neuron = Neuron(1.0, surrogate=surrogate, fixed_point=False, detach_reset=True)
+    z = torch.linspace(-99.0, 101.0, 20001).reshape(1, -1, 1).requires_grad_()
+    neuron(z).sum().backward()
+    argument = (z.detach() - 1.0).abs() / -(surrogate.tau * 1.0)  # float32, as the loop computes it
+    exact = torch.exp(argument.double())
+    normal = exact > 1.2e-38  # below: e^x under float32's smallest normal, which the loop flushes to 0
+    relative = ((z.grad.double() / surrogate.scale - exact).abs() / exact)[normal]
+    assert normal.sum() > 5_000 and relative.max() < 2 ** -23  # one ulp of float32
+    assert (z.grad[~normal] < 1.2e-38 * surrogate.scale).all()
 
 
 def test_unknown_kernel_choice_is_refused(monkeypatch):

@@ -78,3 +78,14 @@ def test_chained_layers_fold_without_copies():
 def test_temporal_kernels_are_refused():
     with pytest.raises(ValueError, match="temporal kernel"):
         synapse.synaptic_current(torch.zeros(1, 2, 3), torch.zeros(4, 2, 1, 1, 2))
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [((2, 2), (2, 2), (0, 0)), ((2, 3), (2, 3), (0, 0)),
+                                                   ((3, 3), (2, 2), (1, 1))])
+def test_window_sum_equals_avg_pool_with_divisor_one(kernel, stride, padding):
+    """Tiles (the strided-slice path) and overlapping windows (avg_pool2d) alike: the window
+    sums and their gradient (gradcheck in float64)."""
+    x = torch.rand(3, 2, 6, 12, dtype=torch.float64, requires_grad=True)
+    expected = torch.nn.functional.avg_pool2d(x, kernel, stride, padding, divisor_override=1)
+    torch.testing.assert_close(synapse.window_sum(x, kernel, stride, padding), expected)
+    assert torch.autograd.gradcheck(lambda t: synapse.window_sum(t, kernel, stride, padding), (x,))

@@ -13,6 +13,7 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from ..allocator import keep_freed_memory
 from ..errors import Snn2LoihiError
 
 EXIT_BAD_INPUT = 2
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``snn2loihi`` console script."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args) or 0
     except Snn2LoihiError as err:

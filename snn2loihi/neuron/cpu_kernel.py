@@ -3,7 +3,9 @@
 The PyTorch loop of :mod:`snn2loihi.neuron.fused` launches about twenty full-tensor
 operations per time step (forward and backward together), each a pass over memory; the
 C++ loop makes one pass per direction with the same arithmetic in the same order, so its
-spikes and gradients equal the PyTorch loop's bit for bit (tested).
+spikes and gradients equal the PyTorch loop's bit for bit (tested). It is compiled with
+``-ffp-contract=off`` (no fused multiply-adds) and ``-fno-trapping-math`` (results are
+unchanged; it lets the compiler turn the loops' selects into vector blends).
 
 It is compiled with ``torch.utils.cpp_extension`` (a C++ compiler and ninja are needed; the
 build is cached in ``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
@@ -17,6 +19,7 @@ build is cached in ``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extens
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from types import ModuleType
 from typing import Optional
@@ -35,6 +38,18 @@ def mode() -> str:
     return value
 
 
+def _target() -> tuple:
+    """(module name, instruction-set flags): AVX2 where PyTorch itself runs AVX2 or AVX-512
+    kernels on this CPU, so the loops' rounding (``trunc``) vectorizes; the name keeps builds
+    for different targets apart in a shared extension cache."""
+    import torch
+
+    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() in ("AVX2",
+                                                                                                          "AVX512"):
+        return "snn2loihi_lif_kernel_avx2", ["-mavx2"]
+    return "snn2loihi_lif_kernel", []
+
+
 def compiled() -> Optional[ModuleType]:
     """The compiled module, or None where the PyTorch loop is to be used."""
     requested = mode()
@@ -47,8 +62,9 @@ def compiled() -> Optional[ModuleType]:
             # -fopenmp only when compiling: GOMP_* then bind to the OpenMP runtime torch already
             # loaded. Linking the system libgomp as well gave two thread pools spinning against
             # each other (slower than the PyTorch loop on 2 threads).
-            _built["module"] = load(name="snn2loihi_lif_kernel", sources=[SOURCE],
-                                    extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
+            name, isa = _target()
+            _built["module"] = load(name=name, sources=[SOURCE],
+                                    extra_cflags=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"] + isa,
                                     verbose=False)
         except Exception as exc:  # no compiler, no ninja, headers missing: all mean "fall back"
             _built["module"] = None

@@ -27,7 +27,13 @@ Backward, from t = T-1 down to 0, with g_v = ∂L/∂v_t and g_u = ∂L/∂u_{t+
 Two implementations of these loops, equal bit for bit (tested): PyTorch operations
 (:func:`_forward_torch`, :func:`_backward_torch`; any device, no compiler) and, for CPU
 tensors, the compiled one-pass loop of :mod:`snn2loihi.neuron.cpu_kernel`. Both work on
-time-major (T, ...) memory; σ_t is evaluated for all steps at once before the recursion.
+time-major (T, ...) memory. σ_t is evaluated for all steps at once before the recursion,
+except where the surrogate has a :meth:`~snn2loihi.neuron.surrogate.Surrogate.kernel_form`
+(triangle, rectangle, exponential): the compiled loop then evaluates it inside its pass,
+with the same operations, so spikes and gradients stay bit for bit equal, except that the
+exponential's float32 exp is the loop's own vectorized one (within 1 ulp of PyTorch's).
+Spikes are returned in z's dtype; a neuron fired at t exactly where p_t > θ, so
+the backward pass needs only p (the forward keeps it only when z requires a gradient).
 
 Decays that require gradients are not handled here (the neuron falls back to the
 reference loop).
@@ -62,39 +68,41 @@ def _decay(x: torch.Tensor, factors: tuple) -> torch.Tensor:
     return torch.trunc(x * k_scaled).mul_(inverse)
 
 
-def _forward_torch(z: torch.Tensor, v0: torch.Tensor, i_factors: tuple, v_factors: tuple, flush_u: bool,
+def _forward_torch(z: torch.Tensor, v0: Optional[torch.Tensor], i_factors: tuple, v_factors: tuple, flush_u: bool,
                    v_limit: Optional[float], theta: float, soft: bool, initial_spike_time: Optional[float]):
-    """The forward loop in PyTorch operations: (pre, fired, dts or None), time-major (T, ...)."""
+    """The forward loop in PyTorch operations: (pre, spikes, dts or None), time-major (T, ...)."""
     steps, shape = z.shape[0], z.shape[1:]
     pre = torch.empty_like(z)
-    fired = torch.empty(z.shape, dtype=torch.bool, device=z.device)
+    spikes = torch.empty_like(z)
     dts = torch.empty_like(z) if initial_spike_time is not None else None
     last_spike = torch.full(shape, initial_spike_time, dtype=z.dtype, device=z.device) if dts is not None else None
     u = torch.zeros(shape, dtype=z.dtype, device=z.device)
-    v = v0
+    v = v0 if v0 is not None else torch.zeros_like(u)
     for t in range(steps):
         u = z[t] if flush_u else _decay(u, i_factors) + z[t]
         p = torch.add(_decay(v, v_factors), u, out=pre[t])
         if v_limit is not None:
             p.clamp_(-v_limit, v_limit)  # Loihi saturates v at 24 bits (straight-through)
-        s = torch.gt(p, theta, out=fired[t])  # == (p - θ > 0) exactly
+        s = torch.gt(p, theta)  # == (p - θ > 0) exactly
+        spikes[t] = s
         if dts is not None:
             dts[t] = t - last_spike
             last_spike = last_spike.masked_fill(s, float(t))
         v = torch.where(s, p - theta, p) if soft else p.masked_fill(s, 0.0)
-    return pre, fired, dts
+    return pre, spikes, dts
 
 
-def _backward_torch(grad_s: torch.Tensor, pre: torch.Tensor, fired: torch.Tensor, sigma: torch.Tensor,
-                    k_i: float, k_v: float, theta: float, soft: bool, detach_reset: bool) -> torch.Tensor:
-    """The BPTT recursion in PyTorch operations, time-major (T, ...)."""
+def _backward_torch(grad_s: torch.Tensor, pre: torch.Tensor, sigma: torch.Tensor, k_i: float, k_v: float,
+                    theta: float, soft: bool, detach_reset: bool) -> torch.Tensor:
+    """The BPTT recursion in PyTorch operations, time-major (T, ...); a neuron fired at t
+    exactly where ``pre[t] > θ`` (the forward's test)."""
     grad_z = torch.empty_like(pre)
     g_v = torch.zeros_like(pre[0])
     g_u = torch.zeros_like(pre[0])
     for t in range(pre.shape[0] - 1, -1, -1):
         g_s = grad_s[t] if detach_reset else grad_s[t] - g_v * (theta if soft else pre[t])
         g_p = g_s * sigma[t]
-        g_p += g_v if soft else g_v.masked_fill(fired[t], 0.0)
+        g_p += g_v if soft else g_v.masked_fill(pre[t] > theta, 0.0)
         out = torch.add(g_p, g_u, out=grad_z[t])
         g_u = out * k_i
         g_v = g_p * k_v
@@ -103,7 +111,7 @@ def _backward_torch(grad_s: torch.Tensor, pre: torch.Tensor, fired: torch.Tensor
 
 class _LifSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: torch.Tensor, v0: torch.Tensor, i_decay: torch.Tensor, v_decay: torch.Tensor,
+    def forward(ctx, z: torch.Tensor, v0: Optional[torch.Tensor], i_decay: torch.Tensor, v_decay: torch.Tensor,
                 theta: float, soft: bool, detach_reset: bool, surrogate: Surrogate, unity: int,
                 s_scale: Optional[int]) -> torch.Tensor:
         i_factors = _decay_factors(i_decay, unity, s_scale)
@@ -112,45 +120,50 @@ class _LifSequence(torch.autograd.Function):
         v_limit = None if s_scale is None else VOLTAGE_LIMIT / s_scale
         spike_time = surrogate.initial_spike_time if surrogate.needs_spike_time else None
         steps = z.movedim(-1, 0).contiguous()  # a view for time-folded synapse outputs
-        v0 = v0.to(z.dtype).expand(z.shape[:-1]).contiguous()
+        if v0 is not None:
+            v0 = v0.to(z.dtype).expand(z.shape[:-1]).contiguous()
         kernel = cpu_kernel.compiled() if z.device.type == "cpu" else None
         if kernel is None:
-            pre, fired, dts = _forward_torch(steps, v0, i_factors, v_factors, flush_u, v_limit, theta, soft,
-                                             spike_time)
+            pre, spikes, dts = _forward_torch(steps, v0, i_factors, v_factors, flush_u, v_limit, theta, soft,
+                                              spike_time)
         else:
-            pre, fired, dts = kernel.lif_forward(
-                steps, v0, flush_u, float(i_factors[1]), float(v_factors[1]),
+            pre, spikes, dts = kernel.lif_forward(
+                steps, steps.new_empty(0) if v0 is None else v0, flush_u, float(i_factors[1]), float(v_factors[1]),
                 0.0 if s_scale is None else float(v_factors[2]), v_limit is not None,
-                0.0 if v_limit is None else float(v_limit), float(theta), soft, spike_time is not None,
-                0.0 if spike_time is None else float(spike_time))
-        ctx.save_for_backward(pre, fired)
+                0.0 if v_limit is None else float(v_limit), float(theta), soft, ctx.needs_input_grad[0],
+                spike_time is not None, 0.0 if spike_time is None else float(spike_time))
+        ctx.save_for_backward(pre)
         ctx.dts = dts if spike_time is not None else None
         ctx.settings = (theta, soft, detach_reset, surrogate, float(i_factors[0]), float(v_factors[0]), kernel)
-        return fired.to(z.dtype).movedim(0, -1)
+        return spikes.movedim(0, -1)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        pre, fired = ctx.saved_tensors
+        (pre,) = ctx.saved_tensors
         theta, soft, detach_reset, surrogate, k_i, k_v, kernel = ctx.settings
-        x = pre - theta
-        sigma = (surrogate.derivative(x, theta, ctx.dts) if surrogate.needs_spike_time
-                 else surrogate.derivative(x, theta)).contiguous()
         grad_s = grad_out.movedim(-1, 0).contiguous()
+        form = surrogate.kernel_form(theta) if kernel is not None else None
+        if form is None:
+            x = pre - theta
+            sigma = (surrogate.derivative(x, theta, ctx.dts) if surrogate.needs_spike_time
+                     else surrogate.derivative(x, theta)).contiguous()
         if kernel is None:
-            grad_z = _backward_torch(grad_s, pre, fired, sigma, k_i, k_v, theta, soft, detach_reset)
+            grad_z = _backward_torch(grad_s, pre, sigma, k_i, k_v, theta, soft, detach_reset)
         else:
-            grad_z = kernel.lif_backward(grad_s, pre, fired, sigma, k_i, k_v, float(theta), soft, detach_reset)
+            kind, a, b = form if form is not None else (0, 1.0, 1.0)
+            grad_z = kernel.lif_backward(grad_s, pre, sigma if form is None else pre.new_empty(0), kind, float(a),
+                                         float(b), k_i, k_v, float(theta), soft, detach_reset)
         return grad_z.movedim(0, -1), None, None, None, None, None, None, None, None, None
 
 
-def lif_sequence(z: torch.Tensor, v0: torch.Tensor, i_decay: torch.Tensor, v_decay: torch.Tensor,
+def lif_sequence(z: torch.Tensor, v0: Optional[torch.Tensor], i_decay: torch.Tensor, v_decay: torch.Tensor,
                  theta: float, soft: bool, detach_reset: bool, surrogate: Surrogate, unity: int,
                  s_scale: Optional[int]) -> torch.Tensor:
     """Spikes (N, ..., T) of LIF neurons driven by ``z`` (N, ..., T), one autograd node.
 
     Args:
         z: weighted input spikes.
-        v0: initial voltage (N, ...), zeros for rest.
+        v0: initial voltage (N, ...), or None for rest (0).
         i_decay, v_decay: decay tensors in 1/4096 units (already quantized in fixed point).
         theta: threshold; soft: subtractive reset; detach_reset: no gradient through reset.
         surrogate: spike pseudo-derivative (STDB's spike-time dependence supported).

@@ -4,11 +4,15 @@
 // -ffp-contract=off, so no fused multiply-adds change a rounding); tensors are time-major,
 // (T, M) contiguous. Each thread takes a range of the M neurons and walks it in blocks
 // that stay in cache, stepping t outermost within a block so the inner loop is contiguous.
+// The settings that select a branch (reset, fixed point, surrogate, ...) are template
+// parameters and the pointers are __restrict__, so each inner loop is branch-free and the
+// compiler vectorizes it.
 //
 // forward:  u = D_i(u) + z[t];  p = D_v(v) + u  (clamped to ±v_limit);  s = p > θ;
 //           v = s ? p - θ : p (soft) | s ? 0 : p (hard);
-//           D(x) = trunc(x·kS)·invS (fixed point) | x·kS (float, invS = 0)
-// backward: the recursion of fused.py's docstring, given σ_t for all steps.
+//           D(x) = trunc(x·kS)·invS (fixed point) | x·kS (float)
+// backward: the recursion of fused.py's docstring; σ_t either given for all steps or, for
+//           the triangle, rectangle and exponential surrogates, evaluated in the loop from p_t.
 //
 // integer:  the emulator's chunk of steps of Loihi's integer CUBA compartment, exactly
 //           snn2loihi.neuron.fixed_point.lif_step applied T times (wraps of u and clips
@@ -19,73 +23,157 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 constexpr int64_t kBlock = 1024;
 
-template <typename T>
-inline T decay(T x, T k_scaled, T inverse) {
-  return inverse == T(0) ? x * k_scaled : std::trunc(x * k_scaled) * inverse;
+// Calls body(std::integral_constant<bool, flag>) so that a runtime flag becomes a template one.
+template <typename F>
+void with_flag(bool flag, F&& body) {
+  if (flag) body(std::true_type{});
+  else body(std::false_type{});
 }
 
-template <typename T>
-void forward_impl(const T* z, const T* v0, T* pre, bool* fired, T* dts, int64_t steps, int64_t m,
-                  bool flush_u, T ki, T kv, T inverse, bool clip, T v_limit, T theta, bool soft,
-                  T initial_spike_time) {
+template <typename T, bool kFixed>
+inline T decay(T x, T k_scaled, T inverse) {
+  if constexpr (kFixed) return std::trunc(x * k_scaled) * inverse;
+  else return x * k_scaled;
+}
+
+struct ForwardArgs {
+  double ki, kv, inverse, v_limit, theta, initial_spike_time;
+};
+
+// One block of n ≤ kBlock neurons starting at b0, all steps. z, pre, spikes, dts: (T, M);
+// v0: (M) or null for rest; pre and dts may be null. (A function of plain values rather
+// than the body of the parallel_for lambda: through the lambda's by-reference captures the
+// compiler gave up vectorizing.)
+template <typename T, bool kFlush, bool kFixed, bool kSoft, bool kPre, bool kTimes>
+void forward_block(const T* __restrict__ z, const T* __restrict__ v0, T* __restrict__ pre,
+                   T* __restrict__ spikes, T* __restrict__ dts, int64_t steps, int64_t m, int64_t b0, int64_t n,
+                   T ki, T kv, T inverse, T v_limit, T theta, T initial_spike_time) {
+  T u[kBlock], v[kBlock], last[kBlock];
+  for (int64_t j = 0; j < n; ++j) {
+    u[j] = T(0);
+    v[j] = v0 != nullptr ? v0[b0 + j] : T(0);
+    last[j] = initial_spike_time;
+  }
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t row = t * m + b0;
+    for (int64_t j = 0; j < n; ++j) {
+      T ut;
+      if constexpr (kFlush) ut = z[row + j];
+      else ut = decay<T, kFixed>(u[j], ki, inverse) + z[row + j];
+      T p = decay<T, kFixed>(v[j], kv, inverse) + ut;
+      if constexpr (kFixed) p = std::min(std::max(p, -v_limit), v_limit);
+      const bool s = p > theta;
+      if constexpr (kPre) pre[row + j] = p;
+      spikes[row + j] = s ? T(1) : T(0);
+      if constexpr (kTimes) {
+        dts[row + j] = T(t) - last[j];
+        last[j] = s ? T(t) : last[j];
+      }
+      u[j] = ut;
+      if constexpr (kSoft) v[j] = s ? p - theta : p;
+      else v[j] = s ? T(0) : p;
+    }
+  }
+}
+
+template <typename T, bool kFlush, bool kFixed, bool kSoft, bool kPre, bool kTimes>
+void forward_impl(const T* z, const T* v0, T* pre, T* spikes, T* dts, int64_t steps, int64_t m,
+                  const ForwardArgs& a) {
   at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
-    std::vector<T> u(kBlock), v(kBlock), last(kBlock);
     for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
-      const int64_t n = std::min(kBlock, end - b0);
-      for (int64_t j = 0; j < n; ++j) {
-        u[j] = T(0);
-        v[j] = v0[b0 + j];
-        last[j] = initial_spike_time;
-      }
-      for (int64_t t = 0; t < steps; ++t) {
-        const int64_t row = t * m + b0;
-        for (int64_t j = 0; j < n; ++j) {
-          const T ut = flush_u ? z[row + j] : decay(u[j], ki, inverse) + z[row + j];
-          T p = decay(v[j], kv, inverse) + ut;
-          if (clip) p = std::min(std::max(p, -v_limit), v_limit);
-          const bool s = p > theta;
-          pre[row + j] = p;
-          fired[row + j] = s;
-          if (dts != nullptr) {
-            dts[row + j] = T(t) - last[j];
-            if (s) last[j] = T(t);
-          }
-          u[j] = ut;
-          v[j] = s ? (soft ? p - theta : T(0)) : p;
-        }
-      }
+      forward_block<T, kFlush, kFixed, kSoft, kPre, kTimes>(
+          z, v0, pre, spikes, dts, steps, m, b0, std::min(kBlock, end - b0), T(a.ki), T(a.kv), T(a.inverse),
+          T(a.v_limit), T(a.theta), T(a.initial_spike_time));
     }
   });
 }
 
-template <typename T>
-void backward_impl(const T* grad_s, const T* pre, const bool* fired, const T* sigma, T* grad_z,
-                   int64_t steps, int64_t m, T ki, T kv, T theta, bool soft, bool detach_reset) {
+// Surrogate kinds evaluated in the loop (kGiven: σ passed as a tensor).
+enum Surrogate : int64_t { kGiven = 0, kTriangle = 1, kRectangle = 2, kExponential = 3 };
+
+// e^x for x ≤ 0 in float32, vectorizable (Cephes' expf: e^x = 2^n·e^r, |r| ≤ ln2/2, degree-6
+// polynomial in r): within 1 ulp of the correctly rounded value (largest relative error
+// 8.1e-8 over [-87.33, 0]); 0 below -87.33, where e^x is below float32's smallest normal
+// number 2^-126 (so 2^n stays a normal number). float64 takes std::exp.
+inline float exp_nonpositive(float x) {
+  constexpr float kLowest = -87.33f;
+  const bool underflow = x < kLowest;
+  x = underflow ? kLowest : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;  // ln 2 in two parts, so r is exact
+  r = r - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n ≥ -126
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return underflow ? 0.0f : y * scale;
+}
+
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// σ at x = p - θ, as surrogate.py's Triangle / Rectangular / Exponential compute it (the
+// same operations; the exponential's exp is exp_nonpositive, within 1 ulp of PyTorch's).
+// (a, b): triangle (γ, γ²), rectangle (width, width), exponential (-(τ·θ), scale).
+template <typename T, int64_t kKind>
+inline T slope(T x, T a, T b) {
+  T s;
+  if constexpr (kKind == kTriangle) s = std::max(-std::abs(x) + a, T(0));
+  else if constexpr (kKind == kRectangle) s = std::abs(x) < a / T(2) ? T(1) : T(0);
+  else s = exp_nonpositive(std::abs(x) / a);
+  if constexpr (kKind == kExponential) return b == T(1) ? s : s * b;
+  else return b == T(1) ? s : s / b;
+}
+
+// One block of n ≤ kBlock neurons starting at b0, all steps backwards. grad_s, pre, sigma,
+// grad_z: (T, M); sigma null unless kKind == kGiven.
+template <typename T, int64_t kKind, bool kSoft, bool kDetach>
+void backward_block(const T* __restrict__ grad_s, const T* __restrict__ pre, const T* __restrict__ sigma,
+                    T* __restrict__ grad_z, int64_t steps, int64_t m, int64_t b0, int64_t n, T ki, T kv, T theta,
+                    T a, T b) {
+  T gu[kBlock], gv[kBlock];
+  std::fill(gu, gu + n, T(0));
+  std::fill(gv, gv + n, T(0));
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const int64_t row = t * m + b0;
+    for (int64_t j = 0; j < n; ++j) {
+      const T p = pre[row + j];
+      T gs = grad_s[row + j];
+      if constexpr (!kDetach) gs = gs - gv[j] * (kSoft ? theta : p);
+      T sg;
+      if constexpr (kKind == kGiven) sg = sigma[row + j];
+      else sg = slope<T, kKind>(p - theta, a, b);
+      T gp = gs * sg;
+      if constexpr (kSoft) gp += gv[j];
+      else gp += p > theta ? T(0) : gv[j];  // fired ⇔ p > θ (the forward's test)
+      const T out = gp + gu[j];
+      grad_z[row + j] = out;
+      gu[j] = out * ki;
+      gv[j] = gp * kv;
+    }
+  }
+}
+
+template <typename T, int64_t kKind, bool kSoft, bool kDetach>
+void backward_impl(const T* grad_s, const T* pre, const T* sigma, T* grad_z, int64_t steps, int64_t m, T ki, T kv,
+                   T theta, T a, T b) {
   at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
-    std::vector<T> gu(kBlock), gv(kBlock);
     for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
-      const int64_t n = std::min(kBlock, end - b0);
-      std::fill(gu.begin(), gu.begin() + n, T(0));
-      std::fill(gv.begin(), gv.begin() + n, T(0));
-      for (int64_t t = steps - 1; t >= 0; --t) {
-        const int64_t row = t * m + b0;
-        for (int64_t j = 0; j < n; ++j) {
-          const T p = pre[row + j];
-          const T gs = detach_reset ? grad_s[row + j] : grad_s[row + j] - gv[j] * (soft ? theta : p);
-          T gp = gs * sigma[row + j];
-          gp += (soft || !fired[row + j]) ? gv[j] : T(0);
-          const T out = gp + gu[j];
-          grad_z[row + j] = out;
-          gu[j] = out * ki;
-          gv[j] = gp * kv;
-        }
-      }
+      backward_block<T, kKind, kSoft, kDetach>(grad_s, pre, sigma, grad_z, steps, m, b0, std::min(kBlock, end - b0),
+                                               ki, kv, theta, a, b);
     }
   });
 }
@@ -94,8 +182,25 @@ inline int64_t decay_int(int64_t x, int64_t d, int64_t unity) {
   return d == unity ? 0 : (d == 0 ? x : x * (unity - d) / unity);  // C++ division truncates
 }
 
-// kPlain: integrate-and-fire without overflow checks (i_decay = unity, v_decay = 0,
-// may_overflow false), the common case, as a branch-free loop the compiler vectorizes.
+// Integrate-and-fire without overflow checks (i_decay = unity, v_decay = 0, may_overflow
+// false), the common case, for neurons [b0, b1) at step row: a branch-free loop the compiler
+// vectorizes (a function of plain values, as forward_block). bias may be null.
+template <typename T, typename A, typename S, bool kSoft, bool kBias>
+void integer_plain_step(const A* __restrict__ a, T* __restrict__ u, T* __restrict__ v, const T* __restrict__ bias,
+                        S* __restrict__ spikes, int64_t row, int64_t b0, int64_t b1, int64_t act_shift, T th) {
+  for (int64_t j = b0; j < b1; ++j) {
+    const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
+    T vt = v[j] + ut;
+    if constexpr (kBias) vt += bias[j];
+    const bool s = vt > th;
+    spikes[row + j] = static_cast<S>(s);
+    u[j] = ut;
+    if constexpr (kSoft) v[j] = s ? vt - th : vt;
+    else v[j] = s ? T(0) : vt;
+  }
+}
+
+// kPlain: integer_plain_step; otherwise decays and 24-bit overflow handling.
 template <typename T, typename A, typename S, bool kPlain>
 void integer_impl(const A* a, T* u, T* v, const T* bias, S* spikes, int64_t steps, int64_t m, int64_t i_decay,
                   int64_t v_decay, int64_t unity, int64_t act_shift, int64_t vth, bool soft, bool may_overflow,
@@ -106,16 +211,11 @@ void integer_impl(const A* a, T* u, T* v, const T* bias, S* spikes, int64_t step
       const int64_t b1 = std::min(b0 + kBlock, end);
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t row = t * m;
-        if (kPlain) {
-          const T th = static_cast<T>(vth), reset = soft ? static_cast<T>(vth) : T(0);
-          for (int64_t j = b0; j < b1; ++j) {
-            const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
-            const T vt = v[j] + ut + (bias != nullptr ? bias[j] : T(0));
-            const bool s = vt > th;
-            spikes[row + j] = static_cast<S>(s);
-            u[j] = ut;
-            v[j] = s ? (soft ? vt - reset : T(0)) : vt;
-          }
+        if constexpr (kPlain) {
+          with_flag(soft, [&](auto sft) { with_flag(bias != nullptr, [&](auto biased) {
+            integer_plain_step<T, A, S, decltype(sft)::value, decltype(biased)::value>(
+                a, u, v, bias, spikes, row, b0, b1, act_shift, static_cast<T>(vth));
+          }); });
           continue;
         }
         for (int64_t j = b0; j < b1; ++j) {
@@ -150,35 +250,58 @@ void check(const torch::Tensor& x, const char* name) {
 
 }  // namespace
 
-// z (T, M...), v0 (M...): returns (pre, fired, dts or an empty tensor).
+// z (T, M...), v0 (M...) or an empty tensor for rest: returns (pre, spikes, dts), spikes
+// as 0/1 in z's dtype; pre only when keep_pre and dts only when spike_times (else empty).
 std::vector<torch::Tensor> lif_forward(torch::Tensor z, torch::Tensor v0, bool flush_u, double ki, double kv,
-                                       double inverse, bool clip, double v_limit, double theta, bool soft,
-                                       bool spike_times, double initial_spike_time) {
+                                       double inverse, bool fixed_point, double v_limit, double theta, bool soft,
+                                       bool keep_pre, bool spike_times, double initial_spike_time) {
   check(z, "z");
   check(v0, "v0");
   const int64_t steps = z.size(0), m = z.numel() / std::max<int64_t>(steps, 1);
-  TORCH_CHECK(v0.numel() == m && v0.scalar_type() == z.scalar_type(), "v0 must match one step of z");
-  auto pre = torch::empty_like(z);
-  auto fired = torch::empty(z.sizes(), z.options().dtype(torch::kBool));
+  TORCH_CHECK(v0.numel() == 0 || (v0.numel() == m && v0.scalar_type() == z.scalar_type()),
+              "v0 must be empty or match one step of z");
+  auto pre = keep_pre ? torch::empty_like(z) : torch::empty({0}, z.options());
+  auto spikes = torch::empty_like(z);
   auto dts = spike_times ? torch::empty_like(z) : torch::empty({0}, z.options());
+  const ForwardArgs args{ki, kv, inverse, v_limit, theta, initial_spike_time};
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lif_forward", [&] {
-    forward_impl<scalar_t>(z.data_ptr<scalar_t>(), v0.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
-                           fired.data_ptr<bool>(), spike_times ? dts.data_ptr<scalar_t>() : nullptr, steps, m,
-                           flush_u, scalar_t(ki), scalar_t(kv), scalar_t(inverse), clip, scalar_t(v_limit),
-                           scalar_t(theta), soft, scalar_t(initial_spike_time));
+    auto* v0_data = v0.numel() ? v0.data_ptr<scalar_t>() : nullptr;
+    auto* pre_data = keep_pre ? pre.data_ptr<scalar_t>() : nullptr;
+    auto* dts_data = spike_times ? dts.data_ptr<scalar_t>() : nullptr;
+    with_flag(flush_u, [&](auto flush) { with_flag(fixed_point, [&](auto fixed) { with_flag(soft, [&](auto sft) {
+      with_flag(keep_pre, [&](auto kept) { with_flag(spike_times, [&](auto times) {
+        forward_impl<scalar_t, decltype(flush)::value, decltype(fixed)::value, decltype(sft)::value,
+                     decltype(kept)::value, decltype(times)::value>(z.data_ptr<scalar_t>(), v0_data, pre_data,
+                                                               spikes.data_ptr<scalar_t>(), dts_data, steps, m, args);
+      }); });
+    }); }); });
   });
-  return {pre, fired, dts};
+  return {pre, spikes, dts};
 }
 
-torch::Tensor lif_backward(torch::Tensor grad_s, torch::Tensor pre, torch::Tensor fired, torch::Tensor sigma,
-                           double ki, double kv, double theta, bool soft, bool detach_reset) {
-  for (auto* x : {&grad_s, &pre, &fired, &sigma}) check(*x, "backward inputs");
+// grad_s, pre (T, M...); sigma (T, M...) when surrogate == 0 (given), else empty and σ is the
+// triangle (1), rectangle (2) or exponential (3) of surrogate.py with parameters (a, b).
+torch::Tensor lif_backward(torch::Tensor grad_s, torch::Tensor pre, torch::Tensor sigma, int64_t surrogate,
+                           double a, double b, double ki, double kv, double theta, bool soft,
+                           bool detach_reset) {
+  for (auto* x : {&grad_s, &pre, &sigma}) check(*x, "backward inputs");
+  TORCH_CHECK(surrogate >= kGiven && surrogate <= kExponential, "unknown surrogate kind ", surrogate);
+  TORCH_CHECK((surrogate == kGiven) == (sigma.numel() == pre.numel()), "sigma must be given exactly for kind 0");
   const int64_t steps = pre.size(0), m = pre.numel() / std::max<int64_t>(steps, 1);
   auto grad_z = torch::empty_like(pre);
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "lif_backward", [&] {
-    backward_impl<scalar_t>(grad_s.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(), fired.data_ptr<bool>(),
-                            sigma.data_ptr<scalar_t>(), grad_z.data_ptr<scalar_t>(), steps, m, scalar_t(ki),
-                            scalar_t(kv), scalar_t(theta), soft, detach_reset);
+    const auto* sigma_data = surrogate == kGiven ? sigma.data_ptr<scalar_t>() : nullptr;
+    auto run = [&](auto kind) {
+      with_flag(soft, [&](auto sft) { with_flag(detach_reset, [&](auto detach) {
+        backward_impl<scalar_t, decltype(kind)::value, decltype(sft)::value, decltype(detach)::value>(
+            grad_s.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(), sigma_data, grad_z.data_ptr<scalar_t>(), steps, m,
+            scalar_t(ki), scalar_t(kv), scalar_t(theta), scalar_t(a), scalar_t(b));
+      }); });
+    };
+    if (surrogate == kTriangle) run(std::integral_constant<int64_t, kTriangle>{});
+    else if (surrogate == kRectangle) run(std::integral_constant<int64_t, kRectangle>{});
+    else if (surrogate == kExponential) run(std::integral_constant<int64_t, kExponential>{});
+    else run(std::integral_constant<int64_t, kGiven>{});
   });
   return grad_z;
 }

@@ -144,11 +144,11 @@ class Neuron(SlayerNeuron):
             self.shape = z.shape[1:-1]
         if not self.fused or self.current_decay.requires_grad or self.voltage_decay.requires_grad:
             return self.forward_reference(z)
-        rest = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         decays = [d.detach().clamp(0, DECAY_UNITY) for d in (self.current_decay, self.voltage_decay)]
         if self.fixed_point:
             decays = [quantize(d) for d in decays]
-        spikes = lif_sequence(z, rest if self.v_init is None else self._initial_voltage(rest), *decays,
+        v0 = None if self.v_init is None else self._initial_voltage(z.new_zeros(z.shape[:-1]))
+        spikes = lif_sequence(z, v0, *decays,
                               self.threshold, self.reset == "soft", self.detach_reset, self.surrogate,
                               DECAY_UNITY, self.s_scale if self.fixed_point else None)
         return self.drop(spikes) if self.drop is not None else spikes

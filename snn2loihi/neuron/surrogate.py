@@ -11,7 +11,7 @@ defines ``initial_spike_time``, the last-spike step assumed before the first spi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Tuple
 
 import torch
 
@@ -24,6 +24,14 @@ class Surrogate:
 
     def derivative(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement derivative()")
+
+    def kernel_form(self, threshold: float) -> Optional[Tuple[int, float, float]]:
+        """``(kind, a, b)`` for surrogates the compiled neuron loop evaluates inside its
+        backward pass with the same operations as :meth:`derivative` (``lif_kernel.cpp``):
+        1 triangle (γ, γ²), 2 rectangle (width, width), 3 exponential (-(τ·θ), scale; its
+        float32 exp within 1 ulp of PyTorch's); or None: ``derivative`` is evaluated in
+        PyTorch. A subclass that changes ``derivative`` must override this too."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,9 @@ class Exponential(Surrogate):
         slope = torch.exp_(x.abs().div_(-(self.tau * threshold)))  # one new tensor, in-place passes
         return slope if self.scale == 1 else slope.mul_(self.scale)
 
+    def kernel_form(self, threshold: float) -> Tuple[int, float, float]:
+        return 3, -(self.tau * threshold), self.scale
+
 
 @dataclass(frozen=True)
 class Rectangular(Surrogate):
@@ -53,6 +64,9 @@ class Rectangular(Surrogate):
         inside = (x.abs() < self.width / 2).to(x.dtype)
         return inside if self.width == 1 else inside.div_(self.width)
 
+    def kernel_form(self, threshold: float) -> Tuple[int, float, float]:
+        return 2, self.width, self.width
+
 
 @dataclass(frozen=True)
 class Triangle(Surrogate):
@@ -63,6 +77,9 @@ class Triangle(Surrogate):
     def derivative(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
         slope = x.abs().neg_().add_(self.gamma).clamp_(min=0)
         return slope if self.gamma == 1 else slope.div_(self.gamma ** 2)
+
+    def kernel_form(self, threshold: float) -> Tuple[int, float, float]:
+        return 1, self.gamma, self.gamma ** 2
 
 
 @dataclass(frozen=True)
