@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import snn2loihi  # noqa: E402,F401  (imports Lava's multiprocessing first)
+from snn2loihi import allocator  # noqa: E402
 from models.ann import (activation_label, count_layers, load_checkpoint, resnet, resnet_file,  # noqa: E402
                         save_checkpoint, train)
 from snn2loihi.conversion import convert  # noqa: E402
@@ -269,6 +270,7 @@ def main(argv=None) -> int:
     p.add_argument("--merge", nargs="*", default=[], help="also take the rows of these conversion.json files")
     p.add_argument("--report-only", action="store_true", help="only rewrite the .md/.png from the JSON rows")
     args = p.parse_args(argv)
+    allocator.keep_freed_memory()  # large tensors reuse freed pages (docs/performance.md)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "conversion.json")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import snn2loihi
+from snn2loihi import allocator
 from snn2loihi.ir import ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer
 from snn2loihi.netx.reader import read_network
 from snn2loihi.sim.emulator import Emulator
@@ -132,6 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
+    allocator.keep_freed_memory()  # large tensors reuse freed pages (docs/performance.md)
     if args.samples_lava < 1 or args.samples_emulator < 1 or args.repeats < 1 or args.threads < 1:
         parser.error("--samples-lava, --samples-emulator, --repeats and --threads must be >= 1")
 

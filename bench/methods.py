@@ -41,6 +41,7 @@ import time
 
 import torch
 
+from snn2loihi import allocator
 import snn2loihi
 from snn2loihi.errors import QuantizationError
 from snn2loihi.training.deploy import evaluate_chip, export_classifier, lava_check, load_classifier
@@ -267,6 +268,7 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue interrupted training runs")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    allocator.keep_freed_memory()  # large tensors reuse freed pages (docs/performance.md)
     methods = [m for m in args.methods.split(",") if m and m != "none"]
     unknown = set(methods) - set(METHODS)
     if unknown:
