@@ -179,11 +179,17 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return pad[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
 
 
+#: Smallest QCFS clip λ training leaves: λ is projected back to it after every step. (A 2-epoch
+#: ResNet-110 run at lr 0.1 drove two clips below 0, which the converter refuses.)
+CLIP_FLOOR = 1e-2
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128,
           lr: float = 0.1, weight_decay: float = 5e-4, seed: int = 0, augment: bool = True,
           device: str = "cpu", log: Optional[Callable[[str], None]] = print) -> list:
     """SGD (Nesterov momentum 0.9, cosine learning rate with a one-epoch warm-up) on images
-    ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,). Returns per-epoch (loss, accuracy)."""
+    ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,); QCFS clips are kept ≥ ``CLIP_FLOOR``.
+    Returns per-epoch (loss, accuracy)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
@@ -192,6 +198,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch
     warm = max(1, steps // max(epochs, 1))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+    clips = [m.clip for m in model.modules() if isinstance(m, ClipFloorShift)]
     history = []
     for epoch in range(epochs):
         start, order = time.time(), torch.randperm(len(x), generator=gen)
@@ -208,6 +215,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            with torch.no_grad():  # keep every QCFS clip λ positive (it becomes the SNN's threshold)
+                for clip in clips:
+                    clip.clamp_(min=CLIP_FLOOR)
             sched.step()
             total += float(loss.detach()) * len(idx)
             correct += int((out.argmax(1) == yb).sum())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.ann import BasicBlock, resnet, save_checkpoint, train, vgg
+from models.ann import CLIP_FLOOR, BasicBlock, resnet, save_checkpoint, train, vgg
 from snn2loihi.conversion import ClipFloorShift, ConversionError, convert, extract_graph
 from snn2loihi.conversion.activation import clip_floor_shift
 from snn2loihi.conversion.graph import fold_bn
@@ -189,6 +189,23 @@ def test_clip_floor_shift_trains_its_clip_by_the_straight_through_gradient():
     assert float(layer.clip.grad) == pytest.approx(1 / 4 - 0.3 / 2 + 2 / 4 - 1.0 / 2 + 1.0)
     with pytest.raises(ValueError, match="clip > 0"):
         ClipFloorShift(4, clip=0.0)
+
+
+def test_training_keeps_the_qcfs_clips_positive(monkeypatch):
+    """A learning rate that drives λ far below 0 in one step (∂L/∂λ > 0 for every sample):
+    train() projects it back to CLIP_FLOOR, so the converter can take θ = λ."""
+    def trained_clip() -> float:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), ClipFloorShift(levels=4, clip=0.5), nn.Linear(4, 2))
+        with torch.no_grad():
+            model[2].weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0]]))
+        x, y = torch.full((8, 1, 2, 2), 0.9), torch.ones(8, dtype=torch.long)  # class 1 wants a smaller λ
+        train(model, x, y, epochs=1, batch_size=8, lr=100.0, augment=False, log=None)
+        return float(model[1].clip)
+
+    assert trained_clip() == float(torch.tensor(CLIP_FLOOR))
+    monkeypatch.setattr("models.ann.CLIP_FLOOR", -float("inf"))  # without the projection
+    assert trained_clip() < 0
 
 
 def test_graph_keeps_the_trained_clips_through_restructuring():
