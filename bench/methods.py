@@ -41,8 +41,8 @@ import time
 
 import torch
 
-from snn2loihi import allocator
 import snn2loihi
+from snn2loihi import allocator
 from snn2loihi.errors import QuantizationError
 from snn2loihi.training.deploy import evaluate_chip, export_classifier, lava_check, load_classifier
 from snn2loihi.training.inputs import InputEncoding, load_dataset

@@ -44,10 +44,6 @@ inline T decay(T x, T k_scaled, T inverse) {
   else return x * k_scaled;
 }
 
-struct ForwardArgs {
-  double ki, kv, inverse, v_limit, theta, initial_spike_time;
-};
-
 // One block of n ≤ kBlock neurons starting at b0, all steps. z, pre, spikes, dts: (T, M);
 // v0: (M) or null for rest; pre and dts may be null. (A function of plain values rather
 // than the body of the parallel_for lambda: through the lambda's by-reference captures the
@@ -85,13 +81,13 @@ void forward_block(const T* __restrict__ z, const T* __restrict__ v0, T* __restr
 }
 
 template <typename T, bool kFlush, bool kFixed, bool kSoft, bool kPre, bool kTimes>
-void forward_impl(const T* z, const T* v0, T* pre, T* spikes, T* dts, int64_t steps, int64_t m,
-                  const ForwardArgs& a) {
+void forward_impl(const T* z, const T* v0, T* pre, T* spikes, T* dts, int64_t steps, int64_t m, T ki, T kv,
+                  T inverse, T v_limit, T theta, T initial_spike_time) {
   at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
     for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
-      forward_block<T, kFlush, kFixed, kSoft, kPre, kTimes>(
-          z, v0, pre, spikes, dts, steps, m, b0, std::min(kBlock, end - b0), T(a.ki), T(a.kv), T(a.inverse),
-          T(a.v_limit), T(a.theta), T(a.initial_spike_time));
+      forward_block<T, kFlush, kFixed, kSoft, kPre, kTimes>(z, v0, pre, spikes, dts, steps, m, b0,
+                                                            std::min(kBlock, end - b0), ki, kv, inverse, v_limit,
+                                                            theta, initial_spike_time);
     }
   });
 }
@@ -183,25 +179,40 @@ inline int64_t decay_int(int64_t x, int64_t d, int64_t unity) {
 }
 
 // Integrate-and-fire without overflow checks (i_decay = unity, v_decay = 0, may_overflow
-// false), the common case, for neurons [b0, b1) at step row: a branch-free loop the compiler
+// false), the common case: neurons [b0, b1), all steps, in a branch-free loop the compiler
 // vectorizes (a function of plain values, as forward_block). bias may be null.
 template <typename T, typename A, typename S, bool kSoft, bool kBias>
-void integer_plain_step(const A* __restrict__ a, T* __restrict__ u, T* __restrict__ v, const T* __restrict__ bias,
-                        S* __restrict__ spikes, int64_t row, int64_t b0, int64_t b1, int64_t act_shift, T th) {
-  for (int64_t j = b0; j < b1; ++j) {
-    const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
-    T vt = v[j] + ut;
-    if constexpr (kBias) vt += bias[j];
-    const bool s = vt > th;
-    spikes[row + j] = static_cast<S>(s);
-    u[j] = ut;
-    if constexpr (kSoft) v[j] = s ? vt - th : vt;
-    else v[j] = s ? T(0) : vt;
+void integer_plain_block(const A* __restrict__ a, T* __restrict__ u, T* __restrict__ v, const T* __restrict__ bias,
+                         S* __restrict__ spikes, int64_t steps, int64_t m, int64_t b0, int64_t b1, int64_t act_shift,
+                         T th) {
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t row = t * m;
+    for (int64_t j = b0; j < b1; ++j) {
+      const T ut = static_cast<T>(a[row + j]) * (T(1) << act_shift);
+      T vt = v[j] + ut;
+      if constexpr (kBias) vt += bias[j];
+      const bool s = vt > th;
+      spikes[row + j] = static_cast<S>(s);
+      u[j] = ut;
+      if constexpr (kSoft) v[j] = s ? vt - th : vt;
+      else v[j] = s ? T(0) : vt;
+    }
   }
 }
 
-// kPlain: integer_plain_step; otherwise decays and 24-bit overflow handling.
-template <typename T, typename A, typename S, bool kPlain>
+template <typename T, typename A, typename S, bool kSoft, bool kBias>
+void integer_plain_impl(const A* a, T* u, T* v, const T* bias, S* spikes, int64_t steps, int64_t m,
+                        int64_t act_shift, int64_t vth) {
+  at::parallel_for(0, m, kBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
+      integer_plain_block<T, A, S, kSoft, kBias>(a, u, v, bias, spikes, steps, m, b0, std::min(b0 + kBlock, end),
+                                                 act_shift, static_cast<T>(vth));
+    }
+  });
+}
+
+// Any compartment: decays and, where it may overflow, 24-bit wraps of u and clips of v.
+template <typename T, typename A, typename S>
 void integer_impl(const A* a, T* u, T* v, const T* bias, S* spikes, int64_t steps, int64_t m, int64_t i_decay,
                   int64_t v_decay, int64_t unity, int64_t act_shift, int64_t vth, bool soft, bool may_overflow,
                   int64_t limit, std::atomic<int64_t>& wraps, std::atomic<int64_t>& clips) {
@@ -211,13 +222,6 @@ void integer_impl(const A* a, T* u, T* v, const T* bias, S* spikes, int64_t step
       const int64_t b1 = std::min(b0 + kBlock, end);
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t row = t * m;
-        if constexpr (kPlain) {
-          with_flag(soft, [&](auto sft) { with_flag(bias != nullptr, [&](auto biased) {
-            integer_plain_step<T, A, S, decltype(sft)::value, decltype(biased)::value>(
-                a, u, v, bias, spikes, row, b0, b1, act_shift, static_cast<T>(vth));
-          }); });
-          continue;
-        }
         for (int64_t j = b0; j < b1; ++j) {
           const int64_t drive = static_cast<int64_t>(a[row + j]) * (int64_t(1) << act_shift);
           int64_t ut = i_decay == unity ? drive : decay_int(u[j], i_decay, unity) + drive;
@@ -263,7 +267,6 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor z, torch::Tensor v0, bool f
   auto pre = keep_pre ? torch::empty_like(z) : torch::empty({0}, z.options());
   auto spikes = torch::empty_like(z);
   auto dts = spike_times ? torch::empty_like(z) : torch::empty({0}, z.options());
-  const ForwardArgs args{ki, kv, inverse, v_limit, theta, initial_spike_time};
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lif_forward", [&] {
     auto* v0_data = v0.numel() ? v0.data_ptr<scalar_t>() : nullptr;
     auto* pre_data = keep_pre ? pre.data_ptr<scalar_t>() : nullptr;
@@ -271,8 +274,9 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor z, torch::Tensor v0, bool f
     with_flag(flush_u, [&](auto flush) { with_flag(fixed_point, [&](auto fixed) { with_flag(soft, [&](auto sft) {
       with_flag(keep_pre, [&](auto kept) { with_flag(spike_times, [&](auto times) {
         forward_impl<scalar_t, decltype(flush)::value, decltype(fixed)::value, decltype(sft)::value,
-                     decltype(kept)::value, decltype(times)::value>(z.data_ptr<scalar_t>(), v0_data, pre_data,
-                                                               spikes.data_ptr<scalar_t>(), dts_data, steps, m, args);
+                     decltype(kept)::value, decltype(times)::value>(
+            z.data_ptr<scalar_t>(), v0_data, pre_data, spikes.data_ptr<scalar_t>(), dts_data, steps, m, scalar_t(ki),
+            scalar_t(kv), scalar_t(inverse), scalar_t(v_limit), scalar_t(theta), scalar_t(initial_spike_time));
       }); });
     }); }); });
   });
@@ -329,10 +333,17 @@ std::tuple<int64_t, int64_t> lif_integer(torch::Tensor a, torch::Tensor u, torch
     using T = decltype(state_zero);
     using A = decltype(input_zero);
     using S = decltype(spike_zero);
-    (plain ? integer_impl<T, A, S, true> : integer_impl<T, A, S, false>)(
-        a.data_ptr<A>(), u.data_ptr<T>(), v.data_ptr<T>(), bias.numel() ? bias.data_ptr<T>() : nullptr,
-        spikes.data_ptr<S>(), steps, m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps,
-        clips);
+    const T* bias_data = bias.numel() ? bias.data_ptr<T>() : nullptr;
+    if (!plain) {
+      integer_impl<T, A, S>(a.data_ptr<A>(), u.data_ptr<T>(), v.data_ptr<T>(), bias_data, spikes.data_ptr<S>(), steps,
+                            m, i_decay, v_decay, unity, act_shift, vth, soft, may_overflow, limit, wraps, clips);
+      return;
+    }
+    with_flag(soft, [&](auto sft) { with_flag(bias_data != nullptr, [&](auto biased) {
+      integer_plain_impl<T, A, S, decltype(sft)::value, decltype(biased)::value>(
+          a.data_ptr<A>(), u.data_ptr<T>(), v.data_ptr<T>(), bias_data, spikes.data_ptr<S>(), steps, m, act_shift,
+          vth);
+    }); });
   };
   auto run = [&](auto state_zero, auto input_zero) {
     if (spikes.scalar_type() == torch::kByte) run_as(state_zero, input_zero, uint8_t(0));
