@@ -13,9 +13,11 @@ Loihi integer, exactly as it is stored in a netx file:
 - initial voltages ``v_init`` are raw 24-bit v values (the unit of ``vth_mant << 6``).
 
 Layers normally read the layer before them. A Dense or Conv layer may also carry a
-:class:`Skip`: a second synapse group that reads the spikes of a named earlier layer and
-drives the same neuron population (residual connections). Every synapse adds one step of
-delay, so a skip from layer j into layer i delivers j's spikes ``(i - j) - 1`` steps before
+:class:`Skip`: a second synapse group that reads the spikes of a named earlier layer (or of
+the layer before, with weights on a coarser grid) and drives the same neuron population
+(residual connections, relays). A skip has its own weight exponent ``weight_exp`` (Loihi's
+per-synapse-group exponent): its delivered weights are ``weight << weight_exp``. Every
+synapse adds one step of delay, so a skip from layer j into layer i delivers j's spikes ``(i - j) - 1`` steps before
 while the chain through the synapse layers between them takes one step per synapse layer
 (see ``docs/residual.md``).
 
@@ -120,17 +122,23 @@ class NeuronSpec:
 class Skip:
     """A second synapse group into a layer's neurons, reading the spikes of an earlier layer.
 
-    The layer's neurons receive ``a = W·s_prev + W_skip·s_source`` (Lava sums the two
-    synapse outputs at the neuron's ``a_in`` port). Like every synapse the skip delivers at
-    step t what its source emitted at t-1.
+    The layer's neurons receive ``a = W·s_prev + (W_skip·s_source << weight_exp)`` (Lava
+    sums the two synapse outputs at the neuron's ``a_in`` port). Like every synapse the skip
+    delivers at step t what its source emitted at t-1.
+
+    The exponent lets one population hold weights of two magnitudes at full 8-bit
+    resolution each: a converted network's relays and clocks (weight = one threshold) sit
+    in a skip from the layer before, so that the layer's own weights are not forced onto
+    the grid that fits one threshold in 8 bits.
 
     Attributes:
         source: index of an earlier layer that owns neurons (not the input layer unless it
             has a neuron, never a flatten layer); the skip reads its output spikes.
         weight: dense (out, in) with ``in`` = the source's neuron count (a (C, H, W) source is
             read in C order, as after a flatten), or conv (C_out, C_src / groups, kH, kW);
-            integers on the same grid as the layer's own weights.
+            8-bit mantissas (the grid of the layer's own weights).
         stride, padding, dilation, groups: conv geometry, (y, x) pairs in torch order.
+        weight_exp: shared exponent e in [0, 7]: the group delivers ``weight · 2^e``.
     """
 
     source: int
@@ -139,6 +147,7 @@ class Skip:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    weight_exp: int = 0
 
     def __post_init__(self) -> None:
         self.source = int(self.source)
@@ -150,6 +159,7 @@ class Skip:
         self.padding = _pair("skip padding", self.padding)
         self.dilation = _pair("skip dilation", self.dilation)
         self.groups = int(self.groups)
+        self.weight_exp = _weight_exp(self.weight_exp)
         if self.is_dense and (self.stride, self.padding, self.dilation, self.groups) != ((1, 1), (0, 0), (1, 1), 1):
             raise ValueError("a dense skip has no stride, padding, dilation or groups")
 
@@ -169,11 +179,11 @@ class Skip:
             if int(np.prod(in_shape)) != self.weight.shape[1]:
                 raise ValueError(f"dense skip weight {self.weight.shape} does not fit a source of shape "
                                  f"{tuple(in_shape)}")
-            return DenseLayer(self.weight, neuron)
+            return DenseLayer(self.weight, neuron, weight_exp=self.weight_exp)
         if len(in_shape) != 3:
             raise ValueError(f"a conv skip needs a (C, H, W) source, found shape {tuple(in_shape)}")
         return ConvLayer(in_shape, self.weight, neuron, stride=self.stride, padding=self.padding,
-                         dilation=self.dilation, groups=self.groups)
+                         dilation=self.dilation, groups=self.groups, weight_exp=self.weight_exp)
 
 
 #: What netx builds for a dense layer stored without a ``neuron`` group: a non-leaky
@@ -217,6 +227,8 @@ class DenseLayer:
         skip: optional second synapse group from an earlier layer (soft-reset neurons only).
         v_init: (out,) initial v of every sample (raw 24-bit units) or None for rest (0);
             soft-reset neurons only.
+        weight_exp: the synapse group's exponent (the layer delivers ``W·s << weight_exp``);
+            netx stores one only for a skip, so a network's own layers keep 0.
     """
 
     weight: np.ndarray
@@ -224,9 +236,11 @@ class DenseLayer:
     bias: Optional[np.ndarray] = None
     skip: Optional[Skip] = None
     v_init: Optional[np.ndarray] = None
+    weight_exp: int = 0
 
     def __post_init__(self) -> None:
         self.weight = _check_int_array("dense weight", self.weight, ndim=2)
+        self.weight_exp = _weight_exp(self.weight_exp)
         if self.bias is not None:
             self.bias = _bias("dense bias", self.bias, self.weight.shape[0])
         _check_extensions(self, self.weight.shape[0])
@@ -248,7 +262,7 @@ class ConvLayer:
         in_shape: (C_in, H, W) of the incoming spikes.
         weight: (C_out, C_in / groups, kH, kW) integers.
         stride, padding, dilation: (y, x) pairs in torch order.
-        skip, v_init: as for :class:`DenseLayer` (v_init per output channel).
+        skip, v_init, weight_exp: as for :class:`DenseLayer` (v_init per output channel).
     """
 
     in_shape: tuple[int, ...]
@@ -261,10 +275,12 @@ class ConvLayer:
     bias: Optional[np.ndarray] = None
     skip: Optional[Skip] = None
     v_init: Optional[np.ndarray] = None
+    weight_exp: int = 0
 
     def __post_init__(self) -> None:
         self.in_shape = _shape("conv input shape", self.in_shape, ndim=3)
         self.weight = _check_int_array("conv weight", self.weight, ndim=4)
+        self.weight_exp = _weight_exp(self.weight_exp)
         _set_geometry(self, "conv")
         self.groups = int(self.groups)
         c_out, c_in_g = self.weight.shape[:2]
@@ -378,6 +394,9 @@ class Network:
             if not ok:
                 raise ValueError(f"layer {i} ({type(layer).__name__}) expects input {expected}, "
                                  f"but layer {i - 1} produces {tuple(shape)}")
+            if getattr(layer, "weight_exp", 0):
+                raise ValueError(f"layer {i}: a weight exponent is stored only for a skip, found weight_exp "
+                                 f"{layer.weight_exp} on the layer's own synapses")
             if getattr(layer, "skip", None) is not None:
                 self._check_skip(i, layer)
             shape = layer.out_shape
@@ -458,6 +477,17 @@ def _bias(name: str, bias, n: int) -> np.ndarray:
     if np.abs(arr).max(initial=0) > 4095:
         raise ValueError(f"{name} mantissa must be within the 13-bit range -4096..4095")
     return arr
+
+
+#: Largest skip weight exponent (Loihi's synapse groups take -8 … 7; only e ≥ 0 is exact).
+WEIGHT_EXP_MAX = 7
+
+
+def _weight_exp(value) -> int:
+    exp = int(value)
+    if not 0 <= exp <= WEIGHT_EXP_MAX:
+        raise ValueError(f"weight_exp must be an integer in [0, {WEIGHT_EXP_MAX}], found {value}")
+    return exp
 
 
 def _check_extensions(layer, channels: int) -> None:

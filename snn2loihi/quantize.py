@@ -9,7 +9,8 @@ For a block with weight scale ``s`` (the neuron's ``scale``, 64 = weight exponen
 - initial voltage: ``v_init = round(v0·s·64)`` raw v units (the neuron's ``v_init``);
 - a block's ``skip`` (``source`` layer index + a slayer ``synapse``, see
   :mod:`snn2loihi.conversion.network`) becomes an :class:`~snn2loihi.ir.Skip` whose weights
-  take the same 8-bit grid as the block's own;
+  take the block's grid coarsened by the skip's ``weight_exp`` e (``2^e`` times the step
+  and the range, :func:`quantize_group`);
 - states: u, v are 24-bit; the report gives the largest synaptic input a layer can
   receive in one step (``Σ|W|`` over a neuron's inputs, ``<< 6``) against 2^23.
 
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from lava.lib.dl.slayer.block import base
+from lava.lib.dl.slayer.utils import quantize as slayer_quantize
 from lava.lib.dl.slayer.synapse import layer as slayer_synapse
 
 from . import ir
@@ -145,25 +147,45 @@ def block_to_layer(block, name: str, report: QuantizationReport):
     return layer
 
 
-def _weights(block, record: LayerQuantization, synapse=None) -> np.ndarray:
-    """Integer weights of the block's synapse (or of ``synapse``, e.g. its skip, on the
-    block neuron's grid); the counts in ``record`` add up over both."""
+def quantize_group(weight: torch.Tensor, w_scale: int, weight_exp: int = 0, descale: bool = False) -> torch.Tensor:
+    """Weights of a synapse group with exponent e on the grid of a neuron of weight scale s:
+    ``clamp(round(w / step)·step, -256·2^e/s, 254·2^e/s)`` with ``step = 2^(e+1)/s``
+    (``· s`` with ``descale``: the integers the group delivers, mantissa · 2^e). With e = 0
+    this is slayer's ``quantize_8bit``, operation for operation; a larger e trades
+    resolution for range (a relay's one threshold fits at any s ≤ 127·2^(e+1)). Shapes:
+    any; ``weight`` in threshold units."""
+    unit = float(1 << weight_exp)
+    q = slayer_quantize(weight, step=2 * unit / w_scale).clamp(-256 * unit / w_scale, 254 * unit / w_scale)
+    return q * w_scale if descale else q
+
+
+def group_quantizer(neuron, weight_exp: int):
+    """A slayer ``pre_hook_fx`` putting a group's weights on ``neuron``'s grid with exponent
+    ``weight_exp`` (:func:`quantize_group`)."""
+    return lambda weight: quantize_group(weight, neuron.w_scale, weight_exp)
+
+
+def _weights(block, record: LayerQuantization, synapse=None, weight_exp: int = 0) -> np.ndarray:
+    """Integer weight mantissas of the block's synapse (or of ``synapse``, e.g. its skip with
+    exponent ``weight_exp``, on the block neuron's grid); the counts in ``record`` add up
+    over both."""
     neuron, syn = block.neuron, (block.synapse if synapse is None else synapse)
     scale = neuron.w_scale
+    unit = 1 << weight_exp
     with torch.no_grad():
         w = syn.weight.detach().double().cpu()
         if getattr(syn, "weight_norm_enabled", False):
             raise QuantizationError(f"{record.name}: disable weight norm before quantizing")
-        q = neuron.quantize_8bit(w, descale=True).numpy()
+        q = quantize_group(w, scale, weight_exp, descale=True).numpy()
     scaled = w.numpy() * scale
-    clipped = (scaled > 254) | (scaled < -256)
+    clipped = (scaled > 254 * unit) | (scaled < -256 * unit)
     record.weights += int(q.size)
     record.weights_clipped += int(clipped.sum())
     error = np.abs(scaled - q)[~clipped] / scale
     record.weights_rounded += int((error > 1e-12).sum())
     record.max_rounding_error = max(record.max_rounding_error, float(error.max(initial=0.0)))
     record.zero_weights += int((q == 0).sum())
-    return np.rint(q).astype(np.int64)
+    return np.rint(q).astype(np.int64) >> weight_exp
 
 
 def _v_init(neuron, record: LayerQuantization):
@@ -182,12 +204,13 @@ def _skip(block, record: LayerQuantization):
     skip = getattr(block, "skip", None)
     if skip is None:
         return None
-    weight = _weights(block, record, skip.synapse)
+    exp = getattr(skip, "weight_exp", 0)
+    weight = _weights(block, record, skip.synapse, exp)
     if isinstance(skip.synapse, slayer_synapse.Dense):
-        return ir.Skip(skip.source, weight.reshape(weight.shape[0], -1))
+        return ir.Skip(skip.source, weight.reshape(weight.shape[0], -1), weight_exp=exp)
     syn = skip.synapse
     return ir.Skip(skip.source, weight[..., 0], stride=syn.stride[:2], padding=syn.padding[:2],
-                   dilation=syn.dilation[:2], groups=syn.groups)
+                   dilation=syn.dilation[:2], groups=syn.groups, weight_exp=exp)
 
 
 def _bias(block, record: LayerQuantization):

@@ -19,6 +19,7 @@ from snn2loihi.conversion.build import plan
 from snn2loihi.conversion.clock import add_bias, clocked, has_bias
 from snn2loihi.conversion.residual import restructured
 from snn2loihi.conversion.thresholds import TUNE_SCALES, percentile_of
+from snn2loihi.ir import ConvLayer, FlattenLayer
 from snn2loihi.neuron.soft_lif import Neuron
 from snn2loihi.sim.emulator import Emulator
 
@@ -271,6 +272,10 @@ def _equals_delay_free(result, x: torch.Tensor, t: int) -> bool:
         if not hasattr(block, "synapse"):
             continue
         w = block.synapse.weight[..., 0, 0, 0]
+        skip = getattr(block, "skip", None)
+        if skip is not None:  # the clock relays' unit group, from the same previous layer
+            assert snn.depths[skip.source] == snn.depths[index] - 1
+            w = w + skip.synapse.weight[..., 0, 0, 0]
         b = block.synapse.bias if block.synapse.bias is not None else torch.zeros(w.shape[0])
         v = torch.full((len(x), w.shape[0]), 0.5, dtype=torch.float64)
         out = []
@@ -357,12 +362,14 @@ def test_add_bias_adds_exactly_delta_to_the_node_input_where_its_bias_arrives():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bias_correction_shrinks_the_mean_error_and_the_output_error(seed):
-    """convert(correct=True) on a ResNet (standard blocks, T = 8): the mean error of the
-    corrected layers (|E[r - a]| / θ, averaged over nodes) falls by at least a third and
-    the output layer's RMS error falls; relays, clocks and pools keep their parameters."""
+    """convert(correct=True) on a ResNet (standard blocks, T = 8, the conversion error
+    proper: unquantized weights): the mean error of the corrected layers (|E[r - a]| / θ,
+    averaged over nodes) falls by at least a third and the output layer's RMS error falls;
+    relays, clocks and pools keep their parameters."""
+    torch.manual_seed(seed)  # the network must not depend on what earlier tests drew
     ann = _randomize_bn(resnet(8, 2), seed)
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
-    plain, corrected = (convert(ann, x, 8, rule="percentile", correct=c) for c in (False, True))
+    plain, corrected = (convert(ann, x, 8, rule="percentile", correct=c, fixed_point=False) for c in (False, True))
 
     def mean_error(result) -> float:
         return float(np.mean([abs(e.bias) for e in result.report.layers if not e.node.startswith("clock")]))
@@ -395,20 +402,62 @@ def test_standard_resnet_matches_the_emulator_at_every_layer(bias):
     x = torch.rand(10, 1, 8, 8)
     result = convert(ann, x[:6], 6, rule="percentile", block="standard", bias=bias)
     net, _ = result.export()
-    assert sum(getattr(l, "skip", None) is not None for l in net.layers) == 3
+    def residual(i: int, layer) -> bool:  # a skip from before the previous layer with neurons
+        previous = i - 2 if isinstance(net.layers[i - 1], FlattenLayer) else i - 1
+        return getattr(layer, "skip", None) is not None and layer.skip.source < previous
+
+    assert sum(residual(i, l) for i, l in enumerate(net.layers)) == 3
     _record_equal(result, x[6:], net)
 
 
+def test_two_weight_groups_round_finer_than_one():
+    """From layer 2 on, a layer without a residual skip may split its weights by magnitude
+    into its own synapse (fine grid) and a skip from the layer before (exponent e, coarse
+    grid). On a restructured ResNet-20, for every layer the delivered weights
+    ((W_fine + W_coarse << e) / s) are at least as close to the unquantized ones as one
+    8-bit group sized for the largest weight, and closer by over 2x in total; thresholds
+    above 254 appear (impossible while a relay weight, equal to the threshold, had to fit
+    the layer's one 8-bit grid). Exactness of the arithmetic: the emulator tests below."""
+    torch.manual_seed(0)
+    ann = _randomize_bn(resnet(20, 2))
+    x = torch.rand(5, 1, 8, 8)
+    result = convert(ann, x, 5, rule="tuned", block="restructured")
+    net, _ = result.export()
+    ours = single = 0.0
+    for i, (layer, block) in enumerate(zip(net.layers, result.snn.blocks)):
+        if not isinstance(layer, ConvLayer):
+            continue
+        s = layer.neuron.vth_mant  # threshold 1 on a scale of s
+        w = block.synapse.weight.detach().double()[..., 0]
+        delivered = torch.as_tensor(layer.weight, dtype=torch.float64)
+        if layer.skip is not None:
+            assert layer.skip.source == i - 1
+            w = w + block.skip.synapse.weight.detach().double()[..., 0]
+            delivered = delivered + torch.as_tensor(layer.skip.weight << layer.skip.weight_exp, dtype=torch.float64)
+        one = 1 << int(np.floor(np.log2(254 / float(w.abs().max()))))
+        err_ours = float(((delivered / s - w) ** 2).sum())
+        err_single = float(((block.neuron.quantize_8bit(w) if one == s else
+                             torch.round(w * one / 2).clamp(-128, 127) * 2 / one) - w).pow(2).sum())
+        assert err_ours <= err_single * (1 + 1e-9), i
+        ours, single = ours + err_ours, single + err_single
+    assert ours < single / 2
+    assert max(l.neuron.vth_mant for l in net.layers if isinstance(l, ConvLayer)) > 254
+    assert any(l.skip is not None and l.skip.weight_exp > 0 for l in net.layers if isinstance(l, ConvLayer))
+
+
 def test_restructured_resnet_chain_relays_and_aligned_windows():
-    """Restructured ResNet-20: no skip layers, relay channels repeat their source's spikes one
-    step later, every layer matches the emulator, and the aligned simulation gives exactly
-    each layer's window of the chip's run (silent before it)."""
+    """Restructured ResNet-20: a chain (the only skips are unit groups from the layer before),
+    relay channels repeat their source's spikes one step later, every layer matches the
+    emulator, and the aligned simulation gives exactly each layer's window of the chip's run
+    (silent before it)."""
     torch.manual_seed(0)
     ann = _randomize_bn(resnet(20, 2))
     x = torch.rand(8, 1, 8, 8)
     result = convert(ann, x[:5], 5, rule="tuned", block="restructured")
     net, _ = result.export()
-    assert result.timing == "aligned" and not any(getattr(l, "skip", None) for l in net.layers)
+    assert result.timing == "aligned"
+    assert all(l.skip.source == i - 1 - isinstance(net.layers[i - 1], FlattenLayer)
+               for i, l in enumerate(net.layers) if getattr(l, "skip", None) is not None)
     _record_equal(result, x[5:], net)
     full = Emulator(net).run(result.encode(x[5:], pad=True), record_all=True)
     # block 2 holds [h (2 ch) ; relay of block 1 (2 ch)]: relay = stem spikes one step later

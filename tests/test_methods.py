@@ -306,7 +306,7 @@ def test_stdb_keeps_converted_average_pools_frozen_and_unscaled():
 
     torch.manual_seed(0)
     ann = bias_free_vgg((1, 8, 8), 3, config=(4, "A", 6), dropout=0.0).eval()
-    snn = convert(ann, torch.rand(16, 1, 8, 8), 8).snn
+    snn = convert(ann, torch.rand(16, 1, 8, 8), 8, split_weights=False).snn  # as hybrid_snn converts
     kinds = [is_average_pool(b) for b in snn.blocks[1:]]
     assert kinds == [False, True, False, False, False]        # conv, pool, conv, flatten, dense
     model = stdb_network(snn, 3, kappa=0.5, timesteps=8)

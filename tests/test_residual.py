@@ -20,16 +20,17 @@ SOFT = NeuronSpec("CUBA_SOFT", 4096, 0, 150)
 
 def residual_network(seed: int = 0, skips: bool = True) -> Network:
     """input (2,6,6) → conv (bias, v_init) → conv (v_init) → conv + identity depthwise skip
-    from layer 1 → conv stride 2 + projection skip (1x1 stride 2) from layer 2 → flatten →
-    dense (bias, v_init) + dense skip from the conv layer 3 (C-order flatten)."""
+    from layer 1 → conv stride 2 + projection skip (1x1 stride 2, weight exponent 2) from
+    layer 2 → flatten → dense (bias, v_init) + dense skip (exponent 1) from the conv layer 3
+    (C-order flatten)."""
     rng = np.random.default_rng(seed)
 
     def w(*shape, mean=8.0):
         return random_weight(rng, shape, mean=mean, std=60)
 
     s1 = Skip(1, w(4, 1, 1, 1, mean=100), groups=4) if skips else None
-    s2 = Skip(2, w(6, 4, 1, 1), stride=(2, 2)) if skips else None
-    s3 = Skip(3, w(5, 144)) if skips else None
+    s2 = Skip(2, w(6, 4, 1, 1), stride=(2, 2), weight_exp=2) if skips else None
+    s3 = Skip(3, w(5, 144), weight_exp=1) if skips else None
     return Network([
         InputLayer((2, 6, 6)),
         ConvLayer((2, 6, 6), w(4, 2, 3, 3), SOFT, padding=(1, 1), bias=rng.integers(-3, 10, 4),
@@ -68,6 +69,10 @@ def test_skip_validation_names_the_problem():
         DenseLayer(np.ones((2, 3)), SOFT, v_init=[1 << 23, 0])
     with pytest.raises(ValueError, match="no stride"):
         Skip(1, np.ones((2, 3)), stride=(2, 2))
+    with pytest.raises(ValueError, match=r"weight_exp must be an integer in \[0, 7\], found 8"):
+        Skip(1, np.ones((2, 3)), weight_exp=8)
+    with pytest.raises(ValueError, match="layer 1: a weight exponent is stored only for a skip"):
+        Network([inp, ConvLayer((2, 4, 4), np.full((2, 2, 3, 3), 2), SOFT, padding=(1, 1), weight_exp=1)])
 
 
 def test_netx_round_trip_keeps_skips_and_initial_voltages(tmp_path):
@@ -82,7 +87,8 @@ def test_netx_round_trip_keeps_skips_and_initial_voltages(tmp_path):
         sa, sb = getattr(a, "skip", None), getattr(b, "skip", None)
         assert (sa is None) == (sb is None)
         if sa is not None:
-            assert (sa.source, sa.stride, sa.padding, sa.groups) == (sb.source, sb.stride, sb.padding, sb.groups)
+            assert (sa.source, sa.stride, sa.padding, sa.groups, sa.weight_exp) == \
+                (sb.source, sb.stride, sb.padding, sb.groups, sb.weight_exp)
             np.testing.assert_array_equal(sa.weight, sb.weight)
 
 
@@ -95,6 +101,12 @@ def test_reader_refuses_a_bad_skip(tmp_path):
         del f["layer/3/skip/source"]
         f["layer/3/skip/source"] = 5  # a later layer
     with pytest.raises(NetxFormatError, match="bad.net.*skip source 5"):
+        read_network(path)
+    write_network(residual_network(), path)
+    with h5py.File(path, "a") as f:
+        del f["layer/4/skip/weightExp"]
+        f["layer/4/skip/weightExp"] = -3  # a right shift would floor: not allowed
+    with pytest.raises(NetxFormatError, match=r"bad.net.*layer 4.*skip: weight_exp must be an integer in \[0, 7\]"):
         read_network(path)
 
 
@@ -115,24 +127,26 @@ def test_stock_netx_refuses_residual_files(tmp_path):
 
 # --------------------------------------------------------------------------- timing by hand
 
-def relay_chain(skip_weight: int) -> Network:
+def relay_chain(skip_weight: int, weight_exp: int = 0) -> Network:
     """input (1,) → relay A → relay B → C, where C reads B with weight 0 and A through a
-    skip of ``skip_weight``. Relays: weight 200 > threshold 100, vDecay 4096 (v forgets)."""
+    skip of ``skip_weight << weight_exp``. Relays: weight 200 > threshold 100, vDecay 4096
+    (v forgets)."""
     relay = NeuronSpec("CUBA_SOFT", 4096, 4096, 100)
     return Network([InputLayer((1,)),
                     DenseLayer(np.array([[200]]), relay),
                     DenseLayer(np.array([[200]]), relay),
-                    DenseLayer(np.array([[0]]), relay, skip=Skip(1, np.array([[skip_weight]])))])
+                    DenseLayer(np.array([[0]]), relay, skip=Skip(1, np.array([[skip_weight]]), weight_exp=weight_exp))])
 
 
 @pytest.mark.parametrize("backend", ["emulator", "lava"])
 def test_skip_delivers_one_step_after_its_source_fires(backend):
     """An input spike at t=2: A fires at 3, B at 4; C hears A through the skip at 4 (one
-    step after A), not at 5 as through the chain; with a zero skip C never fires."""
+    step after A), not at 5 as through the chain; with a zero skip C never fires. A skip
+    weight of 26 with exponent 2 delivers 104 > 100 (fires); 26 alone does not."""
     x = np.zeros((2, 1, 8), dtype=np.int64)
     x[:, 0, 2] = 1
-    for weight, expected in ((200, [4]), (0, [])):
-        net = relay_chain(weight)
+    for weight, exp, expected in ((200, 0, [4]), (0, 0, []), (26, 2, [4]), (26, 0, [])):
+        net = relay_chain(weight, exp)
         result = Emulator(net).run(x, record_all=True) if backend == "emulator" else run_lava(net, x, record_all=True)
         assert np.flatnonzero(result.spikes[1][0, 0]).tolist() == [3]
         assert np.flatnonzero(result.spikes[2][0, 0]).tolist() == [4]
@@ -168,6 +182,11 @@ def test_emulator_equals_lava_on_a_residual_network(tmp_path):
     # The skips matter: without them the spikes change (the comparison can fail).
     plain = Emulator(residual_network(seed=1, skips=False)).run(x, record_all=True)
     assert any((plain.spikes[i] != expected.spikes[i]).any() for i in (3, 4, 6))
+    # So do the skip exponents (conv layer 4, dense layer 6): both backends apply them.
+    for i in (4, 6):
+        flat = read_network(tmp_path / "res.net")
+        flat.layers[i].skip.weight_exp = 0
+        assert (Emulator(flat).run(x, record_all=True).spikes[i] != expected.spikes[i]).any()
 
 
 def test_emulator_keeps_only_what_it_must_without_record_all():

@@ -5,14 +5,28 @@ restructuring) shares the layer of the node before it (channels concatenated). A
 operators that read the previous layer form its synapse; those reading one earlier layer
 form its skip synapse (at most one).
 
+**Two weight groups** (``docs/residual.md``). A layer's weights span more than 8 bits:
+relays and clocks copy spikes with exactly one threshold, shortcuts carry about one, the
+first layers have weights of several thresholds, while most conv weights are 0.01 … 0.5. One 8-bit grid sized for the
+largest weight rounds the small ones coarsely, and in a deep ResNet those rounding errors
+compound. A layer without a skip of its own (from layer 2 on) therefore splits its weights
+by magnitude into two synapse groups from the previous layer: the *fine* group (the layer's
+own synapse, ``|w|·s ≤ 254``) and a *coarse* group (a skip from the previous layer with
+weight exponent e, grid ``2^(e+1)/s``) holding the rest. Loihi gives every synapse group its
+own exponent (:class:`snn2loihi.ir.Skip`). The scale s is the power of two that minimises
+the layer's summed squared rounding error (:func:`choose_scale`). A relay weight s = 2^k
+stays exact (mantissa 2^(k-e)). Both groups read the previous layer, so the network stays a
+chain (aligned timing applies).
+
 **Normalisation.** Neurons fire at threshold 1; node n with threshold θ_n (activation
 units) is represented by its rate ``r_n = a_n / θ_n``. An operator from node m into node n
 gets weights ``W·θ_m/θ_n`` and node n's bias is ``b' = b/θ_n`` per step.
 
-**Weight scale.** Each layer takes the largest power of two ``s`` (the neuron's ``scale``;
-threshold mantissa = s) such that its weights fit the 8-bit grid (``max|W'|·s ≤ 254``), its
-bias the 13-bit mantissa (``≤ 4095``), its initial voltage the 24-bit v and one step of
-input the 24-bit u (``Σ|W'|·s·64 < 2^23``).
+**Weight scale.** Each layer takes a power of two ``s`` (the neuron's ``scale``; threshold
+mantissa = s) such that its bias fits the 13-bit mantissa (``≤ 4095``), its initial voltage
+the 24-bit v and one step of input the 24-bit u (``Σ|W'|·s·64 < 2^23``). With one weight
+group it is the largest such s at which the weights fit the 8-bit grid (``max|W'|·s ≤ 254``);
+with two, the one of least rounding error (above).
 
 **Bias timing** (``bias="timed"``; the default, ``"clock"`` of :mod:`~.clock`, has no
 cap). Biases are constant currents b' per step, as on the chip, where they act from step 0
@@ -36,14 +50,15 @@ offered.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 
 from ..blocks import synapse
 from ..blocks.soft_lif import Conv, Dense
-from ..ir import VTH_MAX
+from ..ir import VTH_MAX, WEIGHT_EXP_MAX
+from ..quantize import group_quantizer, quantize_group
 from .errors import ConversionError
 from .graph import Graph
 from .network import SkipSynapse
@@ -182,21 +197,59 @@ def _ungroup(w: torch.Tensor, groups: int) -> torch.Tensor:
     return full
 
 
-def choose_scale(spec: LayerSpec, depth: int) -> int:
-    """The largest power-of-two neuron scale that fits weights, bias, v_init and u (see module doc)."""
+def choose_scale(spec: LayerSpec, depth: int, split: bool = False) -> tuple[int, int]:
+    """The neuron scale s (a power of two) and the coarse group's exponent e (0: one group).
+
+    s fits the bias, v_init and u (see module doc) and the weights of a skip. Without
+    ``split`` it also fits every weight on the 8-bit grid (``max|W|·s ≤ 254``). With
+    ``split`` (a layer that may have a coarse group, :func:`split_weights`) it is the power
+    of two with the smallest summed squared rounding error of the two groups; e is the
+    smallest exponent that fits the largest weight. Ties go to the smaller s.
+    """
     weights = [spec.main[0]] + ([spec.skip[0]] if spec.skip is not None else [])
-    w_max = max(float(w.abs().max()) for w in weights)
+    w_max = float(spec.main[0].abs().max())
     row_sum = sum(float(w.abs().reshape(w.shape[0], -1).sum(1).max()) for w in weights)
     v_max = float((spec.u0.abs() + depth * spec.bias.abs()).max()) + 1.0
     limits = [VTH_MAX, STATE_LIMIT / 64 / v_max / 1.01]
-    limits += [WEIGHT_LIMIT / w_max] if w_max > 0 else []
+    limits += [WEIGHT_LIMIT / float(spec.skip[0].abs().max())] if spec.skip is not None and spec.skip[0].any() else []
     limits += [(STATE_LIMIT >> 6) / row_sum] if row_sum > 0 else []
     b_max = float(spec.bias.abs().max())
     limits += [BIAS_LIMIT / b_max] if b_max > 0 else []
-    bound = min(limits)
+    single = WEIGHT_LIMIT / w_max if w_max > 0 else math.inf
+    bound = min(limits + ([] if split else [single]) + ([(WEIGHT_LIMIT << WEIGHT_EXP_MAX) / w_max] if w_max else []))
     if bound < 1:
         raise ConversionError(f"weights up to {w_max:.3g} thresholds cannot be represented (scale {bound:.3g} < 1)")
-    return 1 << int(math.floor(math.log2(bound)))
+    top = int(math.floor(math.log2(bound)))
+    if not split or single >= bound:
+        return 1 << top, 0
+    w = spec.main[0]
+    best = None
+    for k in range(max(0, int(math.floor(math.log2(single)))), top + 1):
+        scale, exp = 1 << k, coarse_exponent(w_max, 1 << k)
+        fine, coarse = split_weights(w, scale)
+        error = float(((quantize_group(fine, scale) - fine) ** 2).sum()
+                      + ((quantize_group(coarse, scale, exp) - coarse) ** 2).sum())
+        if best is None or error < best[0]:
+            best = (error, scale, exp)
+    return best[1], best[2]
+
+
+def coarse_exponent(w_max: float, scale: int) -> int:
+    """The smallest weight exponent e ≥ 0 with ``w_max·s ≤ 254·2^e``."""
+    return next((e for e in range(WEIGHT_EXP_MAX + 1) if w_max * scale <= WEIGHT_LIMIT << e), WEIGHT_EXP_MAX)
+
+
+def split_weights(weight: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fine, coarse): the weights with ``|w|·s ≤ 254`` and the rest (zeros elsewhere)."""
+    fine = weight.abs() * scale <= WEIGHT_LIMIT
+    return weight * fine, weight * ~fine
+
+
+def with_coarse_group(spec: LayerSpec, scale: int, source: int) -> LayerSpec:
+    """``spec`` with its weights split (:func:`split_weights`): the fine ones stay the
+    layer's synapse, the coarse ones become a skip (same geometry) from population ``source``."""
+    fine, coarse = split_weights(spec.main[0], scale)
+    return replace(spec, main=(fine, spec.main[1]), skip=(coarse, spec.main[1]), skip_source=source)
 
 
 def neuron_state(spec: LayerSpec, scale: int, depth: int, bias_mode: str
@@ -230,10 +283,12 @@ def make_block(spec: LayerSpec, scale: int, in_shape: tuple, out_shape: tuple, c
     return block
 
 
-def make_skip(spec: LayerSpec, block, source_block: int, src_shape: tuple, out_shape: tuple) -> SkipSynapse:
-    """The skip synapse (on ``block``'s neuron grid) reading block ``source_block``."""
+def make_skip(spec: LayerSpec, block, source_block: int, src_shape: tuple, out_shape: tuple, weight_exp: int
+              ) -> SkipSynapse:
+    """The skip synapse (on ``block``'s neuron grid, exponent ``weight_exp``) reading block
+    ``source_block``."""
     weight, geometry = spec.skip
-    hook = block.neuron.quantize_8bit
+    hook = group_quantizer(block.neuron, weight_exp)
     if geometry is None:
         syn = synapse.Dense(weight.shape[1], weight.shape[0], pre_hook_fx=hook)
         w5 = weight[:, :, None, None, None]
@@ -244,4 +299,4 @@ def make_skip(spec: LayerSpec, block, source_block: int, src_shape: tuple, out_s
         w5 = weight[..., None]
     with torch.no_grad():
         syn.weight.copy_(w5.to(syn.weight.dtype))
-    return SkipSynapse(source_block, syn)
+    return SkipSynapse(source_block, syn, weight_exp)

@@ -1,7 +1,7 @@
 """``convert``: a trained ANN → a soft-reset IF spiking network for Loihi, layer by layer."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -12,7 +12,8 @@ from ..blocks.soft_lif import Flatten
 from ..data.encoding import pad_time, rate_encode
 from . import residual
 from .clock import add_bias, clocked, has_bias
-from .build import choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan
+from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan,
+                    with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
 from .network import ConvertedNetwork, layer_input, window
@@ -114,7 +115,8 @@ class ConversionResult:
 
 def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: str = "max",
             percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
-            batch_size: int = 32, progress: bool = False, correct: bool = False) -> ConversionResult:
+            batch_size: int = 32, progress: bool = False, correct: bool = False,
+            fixed_point: bool = True, split_weights: bool = True) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
     The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
@@ -157,6 +159,14 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             depth. Only nodes with a bias are corrected (not relays, clocks, pools, or a
             bias-free ANN). One extra simulation per layer; ``.graph`` then holds the
             corrected biases.
+        fixed_point: run the layer-by-layer pass (tuning, bias correction, the spikes the
+            next layer is calibrated on) with the chip's arithmetic, so that its choices see
+            the 8-bit weights that will run (True), or with unquantized weights (False: the
+            report then holds the conversion error proper).
+        split_weights: let layers from 2 on without a residual skip split their weights into
+            a fine and a coarse synapse group (a skip from the previous layer with a weight
+            exponent, :mod:`~.build`) where that rounds finer (True), or keep one group per
+            layer (False: a plain chain that slayer-style training, e.g. STDB, can take).
 
     Returns:
         :class:`ConversionResult` with ``.snn``, ``.thresholds``, ``.scales`` and ``.report``.
@@ -182,7 +192,8 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     graph = BLOCKS[block](extract_graph(ann, tuple(x.shape[1:]), check_x=x[:32]))
     if bias == "clock":
         graph = clocked(graph)
-    builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size, correct)
+    builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size, correct,
+                       fixed_point, split_weights)
     snn = builder.run(progress)
     names = {i: n.name for i, n in enumerate(graph.nodes)}
     report = ConversionReport(timesteps, rule, block, len(x), builder.timing, builder.errors)
@@ -205,9 +216,11 @@ class _Builder:
     """The layer-by-layer pass of :func:`convert` (see its docstring)."""
 
     def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
-                 bias_mode: str, batch_size: int, correct: bool = False):
+                 bias_mode: str, batch_size: int, correct: bool = False, fixed_point: bool = True,
+                 split_weights: bool = True):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
+        self.fixed_point, self.split_weights = fixed_point, split_weights
         self.pops = plan(graph)
         where = locate(self.pops)
         self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
@@ -293,19 +306,23 @@ class _Builder:
             add_bias(self.graph, n, -self.thetas[n] * accs[n].channel_mean())
 
     def _build(self, q: int, thetas: dict, block_of: dict) -> _Layer:
-        """Population q with node thresholds ``thetas``, float arithmetic (the pass measures
-        the conversion error proper; the network switches to fixed point at the end)."""
+        """Population q with node thresholds ``thetas``, in the pass's arithmetic (fixed
+        point or float; the network switches to fixed point at the end)."""
         spec = layer_spec(self.graph, self.pops, q, {**self.thetas, **thetas}, self.u0)
-        scale = choose_scale(spec, q)
+        scale, exp = choose_scale(spec, q, split=self.split_weights and spec.skip is None and q >= 2)
+        if exp:
+            spec = with_coarse_group(spec, scale, q - 1)
         current, v0 = neuron_state(spec, scale, q, self.bias_mode)
         src, dst = self.pops[q - 1].shape, self.pops[q].shape
         block = make_block(spec, scale, src, dst, current, v0)
-        block.synapse.pre_hook_fx = None
-        block.neuron.fixed_point = False
         skip = None
         if spec.skip is not None:
-            skip = make_skip(spec, block, block_of[spec.skip_source], self.pops[spec.skip_source].shape, dst)
-            skip.synapse.pre_hook_fx = None
+            skip = make_skip(spec, block, block_of[spec.skip_source], self.pops[spec.skip_source].shape, dst, exp)
+        if not self.fixed_point:
+            block.synapse.pre_hook_fx = None
+            block.neuron.fixed_point = False
+            if skip is not None:
+                skip.synapse.pre_hook_fx = None
         return _Layer(block, skip, spec, scale)
 
     @torch.no_grad()
@@ -321,7 +338,7 @@ class _Builder:
             rows = torch.cat([torch.full((nodes[n].shape[0],), 1.0 / trial_scale[n], dtype=torch.float64)
                               for n in pop.nodes])
             spec = layer.spec
-            trial = type(spec)(spec.main, spec.skip, spec.skip_source, spec.bias * rows, spec.u0)
+            trial = replace(spec, bias=spec.bias * rows)
             v0 = neuron_state(trial, layer.scale, q, self.bias_mode)[1]
             block.neuron.v_init = None if v0 is None else v0.float()
         kept, steps = [], q + self.t  # inputs and spikes up to the end of the window count

@@ -15,9 +15,9 @@ step 0, each sample starts from ``v_init``. Input: (N, *input_shape, T_run) spik
 ``timing="aligned"`` runs every block only over its own window of T steps (block at depth
 d: device steps d .. d+T-1), skipping the conv work on the empty steps: the block's neurons
 first integrate d steps of bias alone, exactly as on the chip. It gives the same spikes
-inside every window as device timing provided that no block has a skip (a skip's source
-is fewer steps away than the chain) and no block fires before its window; both are
-checked. Input (N, *input_shape, T), output (N, F, T).
+inside every window as device timing provided that no block has a skip from farther back
+than the block before it (such a skip's source is fewer steps away than the chain) and no
+block fires before its window; both are checked. Input (N, *input_shape, T), output (N, F, T).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from lava.lib.dl.slayer.block import base
 from lava.lib.dl.slayer.synapse import layer as slayer_synapse
 
 from ..blocks.network import SpikingNetwork
+from ..quantize import group_quantizer
 from ..sim.synapses import shift_one_step
 from .errors import ConversionError
 
@@ -38,15 +39,20 @@ class SkipSynapse(torch.nn.Module):
     """A second synapse group of a block: ``a += synapse(s_source)``.
 
     Args:
-        source: index (in ``ConvertedNetwork.blocks``) of the block whose spikes it reads.
+        source: index (in ``ConvertedNetwork.blocks``) of the block whose spikes it reads:
+            an earlier block, or the block right before (a group of unit weights, see
+            :mod:`~.build`).
         synapse: a slayer ``synapse.Conv`` or ``synapse.Dense`` (a (C, H, W) source is
             flattened in C order for a dense skip).
+        weight_exp: the group's weight exponent e: in fixed point its weights lie on the
+            block's grid coarsened 2^e times (:func:`snn2loihi.quantize.quantize_group`).
     """
 
-    def __init__(self, source: int, synapse: torch.nn.Module):
+    def __init__(self, source: int, synapse: torch.nn.Module, weight_exp: int = 0):
         super().__init__()
         self.source = int(source)
         self.synapse = synapse
+        self.weight_exp = int(weight_exp)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Weighted input (N, *out, T) for spikes ``s`` (N, *source_shape, T)."""
@@ -120,7 +126,10 @@ class ConvertedNetwork(SpikingNetwork):
 
     @property
     def has_skips(self) -> bool:
-        return any(getattr(b, "skip", None) is not None for b in self.blocks)
+        """Whether a skip reads a block other than the synapse block right before its own
+        (a skip from that block keeps the network a chain: aligned timing stays exact)."""
+        return any(self.depths[b.skip.source] != self.depths[i] - 1
+                   for i, b in enumerate(self.blocks) if getattr(b, "skip", None) is not None)
 
     def forward(self, x: torch.Tensor, record: bool = False, timing: str = "device"):
         """Spikes of the last block (N, F, T); with ``record=True`` also a list with every
@@ -148,4 +157,4 @@ class ConvertedNetwork(SpikingNetwork):
         for block in self.blocks:
             skip = getattr(block, "skip", None)
             if skip is not None:
-                skip.synapse.pre_hook_fx = block.neuron.quantize_8bit if enabled else None
+                skip.synapse.pre_hook_fx = group_quantizer(block.neuron, skip.weight_exp) if enabled else None

@@ -154,10 +154,11 @@ def _skip(g: h5py.Group) -> Optional[Skip]:
         weight = weight[..., 0]
     _check_weight_range(weight)
     try:
+        exp = _scalar(k, "weightExp", 0)
         if weight.ndim == 2:
-            return Skip(_scalar(k, "source"), weight)
+            return Skip(_scalar(k, "source"), weight, weight_exp=exp)
         return Skip(_scalar(k, "source"), weight, stride=_ints(k, "stride"), padding=_ints(k, "padding"),
-                    dilation=_ints(k, "dilation"), groups=_scalar(k, "groups", 1))
+                    dilation=_ints(k, "dilation"), groups=_scalar(k, "groups", 1), weight_exp=exp)
     except ValueError as err:
         raise ValueError(f"skip: {err}") from None
 

@@ -87,6 +87,8 @@ def write_layer(g: h5py.Group, layer) -> None:
 def _skip(g: h5py.Group, skip: Skip) -> None:
     g.create_dataset("source", data=skip.source)
     g.create_dataset("weight", data=skip.weight.astype(np.float32))
+    if skip.weight_exp:
+        g.create_dataset("weightExp", data=skip.weight_exp)
     if not skip.is_dense:
         _geometry(g, skip)
         g.create_dataset("groups", data=skip.groups)

@@ -33,7 +33,7 @@ from ..ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, Neur
 from ..lava_imports import netx as _netx
 from ..processes.recorder import SpikeRecorder
 from .emulator import SimResult
-from .synapses import dense_weights
+from .synapses import delivered_weights, dense_weights
 from .watchdog import run_watched
 
 
@@ -132,12 +132,12 @@ def connect_skips(net: Network, blocks: list) -> list:
         syn, source = net.skip_synapse(i), by_index[layer.skip.source]
         if isinstance(syn, DenseLayer):
             dw = dense_weights(syn.weight)
-            proc = Dense(weights=dw.lava_weight, weight_exp=dw.weight_exp, num_weight_bits=dw.num_weight_bits,
-                         num_message_bits=0)
+            proc = Dense(weights=dw.lava_weight, weight_exp=dw.weight_exp + syn.weight_exp,
+                         num_weight_bits=dw.num_weight_bits, num_message_bits=0)
             out = source.out
             (out.transpose([2, 1, 0]).flatten() if len(out.shape) == 3 else out).connect(proc.s_in)
         else:
-            proc = Conv(weight=lava_conv_weight(syn.weight), input_shape=whc(syn.in_shape),
+            proc = Conv(weight=lava_conv_weight(delivered_weights(syn)), input_shape=whc(syn.in_shape),
                         stride=np.array(syn.stride[::-1]), padding=np.array(syn.padding[::-1]),
                         dilation=np.array(syn.dilation[::-1]), groups=syn.groups, num_message_bits=0)
             source.out.connect(proc.s_in)

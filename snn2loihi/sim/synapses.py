@@ -5,9 +5,11 @@ at step t (Lava's one-step synaptic buffer is applied by the caller):
 
 - dense: ``a = (W' · s) >> -e`` (or ``<< e``), where netx first rescales the stored
   weights W to W' = W << -e with ``optimize_weight_bits`` and Lava's Dense then clips and
-  truncates W' to its weight bits; the shift is an arithmetic (flooring) shift;
-- conv: ``a = wrap24(conv(s, W))``: netx passes conv weights unscaled and Lava's fixed
-  point Conv wraps its output to 24 signed bits;
+  truncates W' to its weight bits; the shift is an arithmetic (flooring) shift; a skip's
+  own exponent x adds to e (one shift by e + x, exact since x ≥ 0);
+- conv: ``a = wrap24(conv(s, W << x))``: netx passes conv weights unscaled, Lava's fixed
+  point Conv has no exponent (a skip's x is applied to its weights) and wraps its output
+  to 24 signed bits;
 - pool: a depthwise conv (groups = C) with the pool weight, as our Lava loader builds it.
 
 Every sum is computed exactly: in float32 where it is provably below 2^24, else float64
@@ -68,6 +70,13 @@ def dense_weights(weight: np.ndarray) -> DenseWeights:
     return DenseWeights(w, int(bits), int(exp), np.asarray(eff, dtype=np.int64))
 
 
+def delivered_weights(layer: ConvLayer) -> np.ndarray:
+    """The integer conv weights Lava's CPU Conv multiplies with: ``weight << weight_exp``
+    (its fixed-point model takes no exponent, so a skip's exponent is applied to the weights;
+    on the chip the mantissa and exponent are loaded as they are)."""
+    return np.asarray(layer.weight, dtype=np.int64) << layer.weight_exp
+
+
 def wrap_signed(x: torch.Tensor, bits: int = STATE_BITS) -> torch.Tensor:
     """``(x + 2^(b-1)) mod 2^b - 2^(b-1)``: Lava's ``signed_clamp`` (a wrap, not a clip)."""
     base = 1 << bits
@@ -93,13 +102,13 @@ class Synapse:
         self.int8 = None
         if isinstance(layer, DenseLayer):
             dw = dense_weights(layer.weight)
-            self.exp = dw.weight_exp
+            self.exp = dw.weight_exp + layer.weight_exp  # Lava's Dense shifts once by the sum
             effective = dw.effective
             if source_hwc is not None:
                 effective = effective.reshape((-1,) + tuple(source_hwc)).transpose(0, 2, 3, 1).reshape(len(effective), -1)
             self.weight = torch.as_tensor(effective, dtype=torch.float64, device=device)
         elif isinstance(layer, ConvLayer):
-            self.weight = torch.as_tensor(layer.weight, dtype=torch.float64, device=device)
+            self.weight = torch.as_tensor(delivered_weights(layer), dtype=torch.float64, device=device)
         elif isinstance(layer, PoolLayer):
             c = layer.in_shape[0]
             w = np.broadcast_to(layer.weight, (c, 1) + layer.weight.shape)

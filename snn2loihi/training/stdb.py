@@ -140,7 +140,10 @@ def hybrid_snn(ann: torch.nn.Module, calibration: np.ndarray, num_classes: int, 
 
     ann = ann.cpu().eval()
     t_conv = int(args["conversion_timesteps"])
-    result = convert(ann, torch.as_tensor(calibration, dtype=torch.float32), t_conv, rule=args.get("rule", "max"))
+    # one weight group per layer (STDB trains slayer blocks) and the float pass the recipe's
+    # published baselines were measured with
+    result = convert(ann, torch.as_tensor(calibration, dtype=torch.float32), t_conv, rule=args.get("rule", "max"),
+                     fixed_point=False, split_weights=False)
     theta_out = float(list(result.thresholds.values())[-1])
     baseline = stdb_network(result.snn, num_classes, 1.0, timesteps=t_conv, logit_scale=theta_out)
     model = stdb_network(result.snn, num_classes, float(args["kappa"]), float(args["alpha"]), float(args["beta"]),
