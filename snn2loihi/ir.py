@@ -127,9 +127,9 @@ class Skip:
     delivers at step t what its source emitted at t-1.
 
     The exponent lets one population hold weights of two magnitudes at full 8-bit
-    resolution each: a converted network's relays and clocks (weight = one threshold) sit
-    in a skip from the layer before, so that the layer's own weights are not forced onto
-    the grid that fits one threshold in 8 bits.
+    resolution each: a converted layer's large weights (relays and clocks of one
+    threshold, shortcuts, stem weights) sit in a skip from the layer before, so that its
+    small weights are not forced onto the grid that fits the largest in 8 bits.
 
     Attributes:
         source: index of an earlier layer that owns neurons (not the input layer unless it

@@ -7,9 +7,9 @@ form its skip synapse (at most one).
 
 **Two weight groups** (``docs/residual.md``). A layer's weights span more than 8 bits:
 relays and clocks copy spikes with exactly one threshold, shortcuts carry about one, the
-first layers have weights of several thresholds, while most conv weights are 0.01 … 0.5. One 8-bit grid sized for the
-largest weight rounds the small ones coarsely, and in a deep ResNet those rounding errors
-compound. A layer without a skip of its own (from layer 2 on) therefore splits its weights
+first layers have weights of several thresholds, while most conv weights are 0.01 … 0.5.
+One 8-bit grid sized for the largest weight rounds the small ones coarsely, and in a deep
+ResNet those rounding errors compound. A layer without a skip of its own (from layer 2 on) therefore splits its weights
 by magnitude into two synapse groups from the previous layer: the *fine* group (the layer's
 own synapse, ``|w|·s ≤ 254``) and a *coarse* group (a skip from the previous layer with
 weight exponent e, grid ``2^(e+1)/s``) holding the rest. Loihi gives every synapse group its
@@ -215,8 +215,9 @@ def choose_scale(spec: LayerSpec, depth: int, split: bool = False) -> tuple[int,
     limits += [(STATE_LIMIT >> 6) / row_sum] if row_sum > 0 else []
     b_max = float(spec.bias.abs().max())
     limits += [BIAS_LIMIT / b_max] if b_max > 0 else []
-    single = WEIGHT_LIMIT / w_max if w_max > 0 else math.inf
-    bound = min(limits + ([] if split else [single]) + ([(WEIGHT_LIMIT << WEIGHT_EXP_MAX) / w_max] if w_max else []))
+    limits += [(WEIGHT_LIMIT << WEIGHT_EXP_MAX) / w_max] if w_max > 0 else []  # the coarsest grid
+    single = WEIGHT_LIMIT / w_max if w_max > 0 else math.inf  # every weight on one 8-bit grid
+    bound = min(limits + ([] if split else [single]))
     if bound < 1:
         raise ConversionError(f"weights up to {w_max:.3g} thresholds cannot be represented (scale {bound:.3g} < 1)")
     top = int(math.floor(math.log2(bound)))

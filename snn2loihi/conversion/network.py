@@ -40,7 +40,7 @@ class SkipSynapse(torch.nn.Module):
 
     Args:
         source: index (in ``ConvertedNetwork.blocks``) of the block whose spikes it reads:
-            an earlier block, or the block right before (a group of unit weights, see
+            an earlier block, or the block right before (a layer's coarse weight group, see
             :mod:`~.build`).
         synapse: a slayer ``synapse.Conv`` or ``synapse.Dense`` (a (C, H, W) source is
             flattened in C order for a dense skip).
