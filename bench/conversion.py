@@ -49,10 +49,19 @@ BLOCKS = ("standard", "restructured")
 
 
 def key(row: dict) -> tuple:
-    """What identifies a configuration (rows from before the activation and bias columns are
-    ReLU with timed biases)."""
+    """What identifies a configuration (rows from before the activation, bias and hold
+    columns are ReLU with timed biases and no hold)."""
     return (row["model"], row.get("activation", "relu"), row.get("width"), row.get("bias", "timed"), row["rule"],
-            row["block"], row["timesteps"])
+            row["block"], row["timesteps"], row.get("hold", 0))
+
+
+def method(row: dict) -> tuple:
+    """(block, rule, hold): one table row and one plot line."""
+    return row["block"], row["rule"], row.get("hold", 0)
+
+
+def method_label(block: str, rule: str, hold: int) -> str:
+    return f"{rule}, hold {hold}" if hold else rule
 
 
 def variant(row: dict) -> tuple:
@@ -108,42 +117,47 @@ def run(args) -> list:
         rules = [r for r in args.rules.split(",") if r.split("+")[0] != "clip" or act != "relu"]
         ann_acc = accuracy(ann, x_test, y_test)
         steps = args.deep_timesteps if layers > 60 else args.timesteps
-        for t in (int(s) for s in steps.split(",")):
-            for block in args.blocks.split(","):
-                for rule in rules:
-                    ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
-                             "rule": rule, "block": block, "timesteps": t}
-                    if key(ident) in done:
-                        continue
-                    start = time.time()
-                    result = convert(ann, calib, t, rule=rule.split("+")[0], block=block, bias=args.bias,
-                                     correct=rule.endswith("+corrected"))
-                    converted = time.time() - start
-                    counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
-                    row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
-                           "accuracy_snn_float": float(np.mean(counts[False].argmax(1) == y_test)),
-                           "accuracy_snn_fixed_point": float(np.mean(counts[True].argmax(1) == y_test)),
-                           "test_samples": len(x_test), "calib_samples": len(calib), "latency": result.latency,
-                           "timing": result.timing, "convert_seconds": round(converted, 1),
-                           "eval_seconds": round(time.time() - start - converted, 1),
-                           "output_error_rms": result.report.layers[-1].total,
-                           "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
-                    if args.check and rule.startswith("tuned") and t == min(int(s) for s in steps.split(",")):
-                        net, _ = result.export()
-                        x = result.encode(x_test[:args.check], pad=True)
-                        emulated = Emulator(net).run(x).output.sum(-1).reshape(len(x), -1)
-                        row["emulator_check"] = {"samples": len(x),
-                                                 "mismatched_counts": int((emulated != counts[True][:len(x)]).sum())}
-                    rows.append(row)
-                    atomic_json(path, rows)
-                    print(f"{name} {act} {args.bias} T={t:3d} {block:12s} {rule:10s} ANN {ann_acc:.4f} SNN float "
-                          f"{row['accuracy_snn_float']:.4f} fixed {row['accuracy_snn_fixed_point']:.4f} "
-                          f"({row['convert_seconds']:.0f}+{row['eval_seconds']:.0f} s)", flush=True)
+        configs = [(t, block, rule, hold) for t in (int(s) for s in steps.split(",")) for block in args.blocks.split(",")
+                   for rule in rules for hold in (int(h) for h in args.holds.split(","))]
+        for t, block, rule, hold in configs:
+            ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
+                     "rule": rule, "block": block, "timesteps": t, "hold": hold}
+            if key(ident) in done:
+                continue
+            start = time.time()
+            result = convert(ann, calib, t, rule=rule.split("+")[0], block=block, bias=args.bias,
+                             correct=rule.endswith("+corrected"), hold=hold)
+            converted = time.time() - start
+            counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
+            row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
+                   "accuracy_snn_float": float(np.mean(counts[False].argmax(1) == y_test)),
+                   "accuracy_snn_fixed_point": float(np.mean(counts[True].argmax(1) == y_test)),
+                   "test_samples": len(x_test), "calib_samples": len(calib), "latency": result.latency,
+                   "timing": result.timing, "convert_seconds": round(converted, 1),
+                   "eval_seconds": round(time.time() - start - converted, 1),
+                   "output_error_rms": result.report.layers[-1].total,
+                   "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
+            if args.check and rule.startswith("tuned") and (hold or t == min(int(s) for s in steps.split(","))):
+                net, _ = result.export()
+                x = result.encode(x_test[:args.check], pad=True)
+                emulated = Emulator(net).run(x).output.sum(-1).reshape(len(x), -1)
+                row["emulator_check"] = {"samples": len(x),
+                                         "mismatched_counts": int((emulated != counts[True][:len(x)]).sum())}
+            rows.append(row)
+            atomic_json(path, rows)
+            print(f"{name} {act} {args.bias} T={t:3d} hold {hold:2d} {block:12s} {rule:10s} ANN {ann_acc:.4f} SNN float "
+                  f"{row['accuracy_snn_float']:.4f} fixed {row['accuracy_snn_fixed_point']:.4f} "
+                  f"({row['convert_seconds']:.0f}+{row['eval_seconds']:.0f} s)", flush=True)
     return rows
 
 
 def _order(var: tuple) -> tuple:
     return int(var[0].split("-")[1]), var[1], var[2] or 0, var[3]
+
+
+def _method_order(m: tuple) -> tuple:
+    block, rule, hold = m
+    return BLOCKS.index(block), RULES.index(rule) if rule in RULES else len(RULES), hold
 
 
 def _title(var: tuple) -> str:
@@ -159,7 +173,7 @@ def write_markdown(rows: list, out: str, args) -> None:
              "model below), float (unquantized weights) and Loihi fixed point (chip arithmetic, equal to the "
              "emulator's output counts: tests/test_conversion.py, and `emulator_check` in the JSON where a run "
              "did one). Thresholds from the first training images. T = input steps; the chip needs "
-             "T + latency steps (latency = weight layers). Rows are per model, block and rule; a '–' is a "
+             "T + latency steps (latency = weight layers × (hold + 1)). Rows are per model, block and rule; a '–' is a "
              "configuration this run did not reach (the script resumes from conversion.json).", "",
              "Method (snn2loihi.conversion): BN folded, IF neurons with soft reset, u0 = θ/2, rate-coded "
              "input, spike-count readout; biases `timed` (constant currents with pre-compensated initial "
@@ -170,8 +184,11 @@ def write_markdown(rows: list, out: str, args) -> None:
              "99.9th percentile) minimising the measured layer error at T (greedy from the input); "
              "`+corrected` = that rule, then bias correction (each channel's mean error on the calibration "
              "batch cancelled through its bias, layer by layer from the input; docs/residual.md). "
-             "`standard` blocks use skip layers (shortcut one step early on the chip); `restructured` relays the shortcut through IF neurons (matched latency, "
-             "plain chain).", ""]
+             "`standard` blocks use skip layers (shortcut one step early on the chip); `restructured` relays the "
+             "shortcut through IF neurons (matched latency, plain chain). `hold h` = every layer integrates h "
+             "steps before its firing window opens (a per-layer fire window on the chip: the deviation error "
+             "of uneven input mostly vanishes, entirely for h ≥ T; latency (h + 1) steps per layer, same "
+             "spikes and synaptic operations; docs/residual.md).", ""]
     for var in variants:
         sub = [r for r in rows if variant(r) == var]
         first = sub[0]
@@ -182,14 +199,12 @@ def write_markdown(rows: list, out: str, args) -> None:
                   "| block | rule | " + " | ".join(f"T={t}" for t in sorted({r['timesteps'] for r in sub})) + " |",
                   "|---|---|" + "---|" * len({r['timesteps'] for r in sub})]
         ts = sorted({r["timesteps"] for r in sub})
-        for block in BLOCKS:
-            for rule in RULES:
-                cells = []
-                for t in ts:
-                    r = next((r for r in sub if (r["block"], r["rule"], r["timesteps"]) == (block, rule, t)), None)
-                    cells.append("–" if r is None else f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}")
-                if any(c != "–" for c in cells):
-                    lines.append(f"| {block} | {rule} | " + " | ".join(cells) + " |")
+        for block, rule, hold in sorted({method(r) for r in sub}, key=_method_order):
+            cells = []
+            for t in ts:
+                r = next((r for r in sub if method(r) == (block, rule, hold) and r["timesteps"] == t), None)
+                cells.append("–" if r is None else f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}")
+            lines.append(f"| {block} | {method_label(block, rule, hold)} | " + " | ".join(cells) + " |")
         checks = [r["emulator_check"] for r in sub if "emulator_check" in r]
         if checks:
             lines += ["", f"Emulator vs torch fixed-point output counts: "
@@ -199,18 +214,22 @@ def write_markdown(rows: list, out: str, args) -> None:
     lines += ["Cells: float / fixed point. See conversion.png for the curves.", "", "## Targets (issue 4)", ""]
     for var in variants:
         model = _title(var)
-        sub = {(r["block"], r["rule"], r["timesteps"]): r for r in rows if variant(r) == var}
-        for t, tuned in ((t, tuned) for t in sorted({k[2] for k in sub}) for tuned in ("tuned", "tuned+corrected")):
-            best, base = sub.get(("restructured", tuned, t)), sub.get(("standard", "max", t))
-            if best is None:
+        sub = {method(r) + (r["timesteps"],): r for r in rows if variant(r) == var}
+        for t, (block, tuned, hold) in ((t, m) for t in sorted({k[3] for k in sub})
+                                        for m in sorted({k[:3] for k in sub}, key=_method_order)):
+            best = sub.get((block, tuned, hold, t))
+            base = next((sub[k] for k in (("standard", "max", 0, t), ("restructured", "max", 0, t)) if k in sub), None)
+            if block != "restructured" or not tuned.startswith("tuned") or best is None:
                 continue
             gap = best["accuracy_ann"] - best["accuracy_snn_fixed_point"]
-            vs = "" if base is None else (f"; max-norm standard {base['accuracy_snn_fixed_point']:.3f} "
+            vs = "" if base is None else (f"; max-norm {base['block']} {base['accuracy_snn_fixed_point']:.3f} "
                                           f"({best['accuracy_snn_fixed_point'] - base['accuracy_snn_fixed_point']:+.3f})")
-            top = max((r for k, r in sub.items() if k[2] == t), key=lambda r: r["accuracy_snn_fixed_point"])
-            lines.append(f"- {model}, T={t}: {tuned} + restructured {best['accuracy_snn_fixed_point']:.3f} vs ANN "
-                         f"{best['accuracy_ann']:.3f} (gap {100 * gap:.1f} points; target ≤ 1 point at T ≤ 32: "
-                         f"{'met' if gap <= 0.01 else 'not met'}){vs}; best here: {top['rule']} + {top['block']} "
+            top = max((r for k, r in sub.items() if k[3] == t), key=lambda r: r["accuracy_snn_fixed_point"])
+            lines.append(f"- {model}, T={t}: {method_label(block, tuned, hold)} + restructured "
+                         f"{best['accuracy_snn_fixed_point']:.3f} vs ANN {best['accuracy_ann']:.3f} (gap "
+                         f"{100 * gap:.1f} points; target ≤ 1 point at T ≤ 32: {'met' if gap <= 0.01 else 'not met'}; "
+                         f"{t + best['latency']} steps on the chip){vs}; best here: "
+                         f"{method_label(top['block'], top['rule'], top.get('hold', 0))} + {top['block']} "
                          f"{top['accuracy_snn_fixed_point']:.3f} (gap "
                          f"{100 * (top['accuracy_ann'] - top['accuracy_snn_fixed_point']):.1f} points)")
     with open(os.path.join(out, "conversion.md"), "w") as f:
@@ -227,13 +246,13 @@ def plot(rows: list, out: str) -> None:
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
     for ax, var in zip(axes[0], variants):
         sub = [r for r in rows if variant(r) == var]
-        for block, style in zip(BLOCKS, ("--", "-")):
-            for rule, color in zip(RULES, ("tab:red", "tab:blue", "tab:purple", "tab:green", "tab:orange",
-                                           "tab:olive")):
-                pts = sorted((r["timesteps"], r["accuracy_snn_fixed_point"]) for r in sub
-                             if (r["block"], r["rule"]) == (block, rule))
-                if pts:
-                    ax.plot(*zip(*pts), style, color=color, marker="o", label=f"{rule}, {block}")
+        colors = dict(zip(RULES, ("tab:red", "tab:blue", "tab:purple", "tab:green", "tab:orange", "tab:olive")))
+        for block, rule, hold in sorted({method(r) for r in sub}, key=_method_order):
+            pts = sorted((r["timesteps"], r["accuracy_snn_fixed_point"]) for r in sub
+                         if method(r) == (block, rule, hold))
+            ax.plot(*zip(*pts), "--" if block == "standard" else "-", color=colors.get(rule, "k"),
+                    marker="s" if hold else "o", alpha=1.0 if not hold else 0.6,
+                    label=f"{method_label(block, rule, hold)}, {block}")
         ax.axhline(sub[0]["accuracy_ann"], color="k", lw=1, label="ANN")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (input steps)")
@@ -252,6 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--deep-timesteps", default="4,8,16,32", help="T for models with more than 60 layers")
     p.add_argument("--rules", default=",".join(RULES))
     p.add_argument("--blocks", default=",".join(BLOCKS))
+    p.add_argument("--holds", default="0", help="comma-separated holds (steps each layer integrates before firing)")
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--calib", type=int, default=128)
     p.add_argument("--check", type=int, default=8, help="emulator spot check images")

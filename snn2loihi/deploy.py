@@ -66,11 +66,16 @@ def soft_layers(net: Network) -> list:
             if getattr(layer, "neuron", None) is not None and layer.neuron.kind == SOFT_RESET_TYPE]
 
 
+#: Layer fields that extend the soft-reset neuron; stock netx cannot express them.
+EXTENSIONS = ("skip", "v_init", "fire_window")
+
+
 def soft_only_layers(net: Network) -> list:
-    """Indices of layers with a residual ``skip`` or a ``v_init``: extensions of the soft
-    neuron that stock netx cannot express (no hard-reset export exists for them)."""
+    """Indices of layers with a residual ``skip``, a ``v_init`` or a ``fire_window``:
+    extensions of the soft neuron that stock netx cannot express (no hard-reset export
+    exists for them)."""
     return [i for i, layer in enumerate(net.layers)
-            if getattr(layer, "skip", None) is not None or getattr(layer, "v_init", None) is not None]
+            if any(getattr(layer, name, None) is not None for name in EXTENSIONS)]
 
 
 def stock_netx_problems(net: Network) -> list:
@@ -79,8 +84,8 @@ def stock_netx_problems(net: Network) -> list:
     problems = []
     soft, extended = soft_layers(net), soft_only_layers(net)
     if extended:
-        problems.append(f"layers {extended} use residual skips or v_init, which stock netx cannot load and which "
-                        f"have no hard-reset export")
+        problems.append(f"layers {extended} use residual skips, v_init or firing windows, which stock netx cannot "
+                        f"load and which have no hard-reset export")
     elif soft:
         problems.append(f"layers {soft} reset softly (CUBA_SOFT), which needs a microcoded neuron this toolkit does "
                         f"not ship; deploy the hard-reset export (snn2loihi deploy --reset hard --hard-out FILE)")
@@ -104,7 +109,8 @@ def to_hard_reset(net: Network, thresholds: Optional[dict] = None) -> Network:
     thresholds = thresholds or {}
     extended = soft_only_layers(net)
     if extended:
-        raise InputError(f"layers {extended} use a residual skip or v_init, which exist only for soft-reset neurons "
+        raise InputError(f"layers {extended} use a residual skip, v_init or a firing window, which exist only for "
+                         f"soft-reset neurons "
                          f"(stock netx drops them): there is no hard-reset export; run this network on Lava CPU "
                          f"(snn2loihi simulate --backend lava)")
     unknown = sorted(set(thresholds) - set(soft_layers(net)))

@@ -10,7 +10,10 @@ Loihi integer, exactly as it is stored in a netx file:
 - neuron decays are 12-bit fractions of 4096, thresholds are mantissas that the
   hardware left-shifts by 6, biases are mantissas with exponent 6;
 - layer shapes are (C, H, W) or (F,), as slayer writes them;
-- initial voltages ``v_init`` are raw 24-bit v values (the unit of ``vth_mant << 6``).
+- initial voltages ``v_init`` are raw 24-bit v values (the unit of ``vth_mant << 6``);
+- a firing window ``fire_window = (first, stop)`` counts steps from the start of each
+  sample: the layer's neurons integrate at every step but may spike only at steps
+  ``first <= t < stop`` (a converted layer's hold, see ``docs/residual.md``).
 
 Layers normally read the layer before them. A Dense or Conv layer may also carry a
 :class:`Skip`: a second synapse group that reads the spikes of a named earlier layer (or of
@@ -229,6 +232,8 @@ class DenseLayer:
             soft-reset neurons only.
         weight_exp: the synapse group's exponent (the layer delivers ``W·s << weight_exp``);
             netx stores one only for a skip, so a network's own layers keep 0.
+        fire_window: (first, stop) steps of each sample in which the neurons may spike, or
+            None for every step; soft-reset neurons only.
     """
 
     weight: np.ndarray
@@ -237,6 +242,7 @@ class DenseLayer:
     skip: Optional[Skip] = None
     v_init: Optional[np.ndarray] = None
     weight_exp: int = 0
+    fire_window: Optional[tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         self.weight = _check_int_array("dense weight", self.weight, ndim=2)
@@ -262,7 +268,8 @@ class ConvLayer:
         in_shape: (C_in, H, W) of the incoming spikes.
         weight: (C_out, C_in / groups, kH, kW) integers.
         stride, padding, dilation: (y, x) pairs in torch order.
-        skip, v_init, weight_exp: as for :class:`DenseLayer` (v_init per output channel).
+        skip, v_init, weight_exp, fire_window: as for :class:`DenseLayer` (v_init per
+            output channel).
     """
 
     in_shape: tuple[int, ...]
@@ -276,6 +283,7 @@ class ConvLayer:
     skip: Optional[Skip] = None
     v_init: Optional[np.ndarray] = None
     weight_exp: int = 0
+    fire_window: Optional[tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         self.in_shape = _shape("conv input shape", self.in_shape, ndim=3)
@@ -316,6 +324,7 @@ class PoolLayer:
         in_shape: (C, H, W).
         weight: (kH, kW) integers.
         v_init: (C,) initial v per channel (raw units) or None; soft-reset neurons only.
+        fire_window: as for :class:`DenseLayer`.
     """
 
     in_shape: tuple[int, ...]
@@ -325,6 +334,7 @@ class PoolLayer:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     v_init: Optional[np.ndarray] = None
+    fire_window: Optional[tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         self.in_shape = _shape("pool input shape", self.in_shape, ndim=3)
@@ -439,8 +449,12 @@ class Network:
     @property
     def latency(self) -> int:
         """Time steps from an input to the last layer's response: one per synapse layer
-        (skips only add shorter paths, so the chain through every layer is the longest)."""
-        return len(self.synaptic_layers)
+        (skips only add shorter paths, so the chain through every layer is the longest),
+        and no earlier than the opening of a layer's ``fire_window``."""
+        steps = 0
+        for layer in self.synaptic_layers:
+            steps = max(steps + 1, (getattr(layer, "fire_window", None) or (0,))[0])
+        return steps
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -490,15 +504,27 @@ def _weight_exp(value) -> int:
     return exp
 
 
+def _fire_window(value) -> tuple[int, int]:
+    arr = np.atleast_1d(np.asarray(value)).ravel()
+    if arr.size != 2 or arr.dtype.kind not in "iuf" or not np.array_equal(arr, np.round(arr)):
+        raise ValueError(f"fire_window must be two integers (first, stop), found {np.asarray(value).tolist()}")
+    first, stop = int(arr[0]), int(arr[1])
+    if not 0 <= first < stop:
+        raise ValueError(f"fire_window must satisfy 0 <= first < stop, found ({first}, {stop})")
+    return first, stop
+
+
 def _check_extensions(layer, channels: int) -> None:
-    """Validate a layer's optional ``v_init`` and ``skip``: both are extensions of the
-    soft-reset neuron (CUBA_SOFT, which stock netx refuses rather than misread)."""
+    """Validate a layer's optional ``v_init``, ``skip`` and ``fire_window``: extensions of
+    the soft-reset neuron (CUBA_SOFT, which stock netx refuses rather than misread)."""
     skip = getattr(layer, "skip", None)
-    if layer.v_init is None and skip is None:
+    if layer.v_init is None and skip is None and layer.fire_window is None:
         return
     if layer.neuron is None or not layer.neuron.soft_reset:
-        raise ValueError("v_init and skip need soft-reset (CUBA_SOFT) neurons: stock netx would "
+        raise ValueError("v_init, skip and fire_window need soft-reset (CUBA_SOFT) neurons: stock netx would "
                          "silently drop them from a CUBA layer")
+    if layer.fire_window is not None:
+        layer.fire_window = _fire_window(layer.fire_window)
     if skip is not None and not isinstance(skip, Skip):
         raise ValueError(f"skip must be a Skip, found {type(skip).__name__}")
     if layer.v_init is not None:

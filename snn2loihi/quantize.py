@@ -11,6 +11,8 @@ For a block with weight scale ``s`` (the neuron's ``scale``, 64 = weight exponen
   :mod:`snn2loihi.conversion.network`) becomes an :class:`~snn2loihi.ir.Skip` whose weights
   take the block's grid coarsened by the skip's ``weight_exp`` e (``2^e`` times the step
   and the range, :func:`quantize_group`);
+- a block's ``fire_window`` (device steps, set by a converted network's hold) becomes the
+  layer's ``fire_window``;
 - states: u, v are 24-bit; the report gives the largest synaptic input a layer can
   receive in one step (``Σ|W|`` over a neuron's inputs, ``<< 6``) against 2^23.
 
@@ -128,15 +130,19 @@ def block_to_layer(block, name: str, report: QuantizationReport):
     bias = _bias(block, record)
     v_init = _v_init(block.neuron, record)
     skip = _skip(block, record)
+    window = getattr(block, "fire_window", None)  # device steps (a converted network's hold)
     try:
         if isinstance(block, base.AbstractDense):
-            layer = ir.DenseLayer(weight.reshape(weight.shape[0], -1), neuron, bias=bias, skip=skip, v_init=v_init)
+            layer = ir.DenseLayer(weight.reshape(weight.shape[0], -1), neuron, bias=bias, skip=skip, v_init=v_init,
+                                  fire_window=window)
         elif isinstance(block, base.AbstractConv):
             layer = ir.ConvLayer(in_shape, weight[..., 0], neuron, stride=syn.stride[:2], padding=syn.padding[:2],
-                                 dilation=syn.dilation[:2], groups=syn.groups, bias=bias, skip=skip, v_init=v_init)
+                                 dilation=syn.dilation[:2], groups=syn.groups, bias=bias, skip=skip, v_init=v_init,
+                                 fire_window=window)
         elif isinstance(block, base.AbstractPool) and skip is None:
             layer = ir.PoolLayer(in_shape, weight.reshape(weight.shape[2:4]), neuron, stride=syn.stride[:2],
-                                 padding=syn.padding[:2], dilation=syn.dilation[:2], v_init=v_init)
+                                 padding=syn.padding[:2], dilation=syn.dilation[:2], v_init=v_init,
+                                 fire_window=window)
         else:
             raise QuantizationError(f"{name}: block type {type(block).__name__} cannot be exported"
                                     + (" with a skip" if skip is not None else ""))

@@ -174,7 +174,10 @@ def test_residual_layers_have_no_hard_reset_export():
     soft = NeuronSpec("CUBA_SOFT", 4096, 0, 80)
     net = Network([InputLayer((4,)), DenseLayer(np.full((3, 4), 20), soft), DenseLayer(np.full((3, 3), 20), soft),
                    DenseLayer(np.full((2, 3), 20), soft, skip=Skip(source=1, weight=np.full((2, 3), 10)))])
-    with pytest.raises(InputError, match=r"layers \[3\] use a residual skip or v_init.*no hard-reset export"):
+    with pytest.raises(InputError, match=r"layers \[3\] use a residual skip, v_init or a firing window.*no hard-reset"):
         to_hard_reset(net)
-    assert stock_netx_problems(net) == ["layers [3] use residual skips or v_init, which stock netx cannot load and "
-                                        "which have no hard-reset export"]
+    assert stock_netx_problems(net) == ["layers [3] use residual skips, v_init or firing windows, which stock netx "
+                                        "cannot load and which have no hard-reset export"]
+    held = Network([InputLayer((4,)), DenseLayer(np.full((3, 4), 20), soft, fire_window=(2, 6))])
+    with pytest.raises(InputError, match=r"layers \[1\] use a residual skip, v_init or a firing window"):
+        to_hard_reset(held)

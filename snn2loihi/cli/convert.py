@@ -41,6 +41,9 @@ def register(sub) -> None:
                    help="clock: biases as weights from a clock channel (exact at any depth); timed: bias currents")
     p.add_argument("--correct", action="store_true",
                    help="bias correction: cancel each channel's mean error on the calibration batch through its bias")
+    p.add_argument("--hold", type=int, default=0,
+                   help="steps each layer integrates before it may fire (removes deviation error in deep "
+                        "networks; latency (hold + 1) per layer); 0: none")
     p.add_argument("--sweep", default="4,8,16,32,64,128", help="comma-separated T values to evaluate")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", help="dataset folder (fashion-mnist)")
@@ -85,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.emulator import Emulator
 
     sweep = sorted({int(t) for t in args.sweep.split(",") if t.strip()} | {args.timesteps})
-    if min(sweep) < 1 or args.calib < 1:
-        raise InputError(f"--sweep/--timesteps must be >= 1 and --calib >= 1 (got {sweep}, {args.calib})")
+    if min(sweep) < 1 or args.calib < 1 or args.hold < 0:
+        raise InputError(f"--sweep/--timesteps must be >= 1, --calib >= 1 and --hold >= 0 (got {sweep}, "
+                         f"{args.calib}, {args.hold})")
     ann, arch = load_ann(args.ann)
     data = load_data(args.data, args.data_dir)
     x_test, y_test = (data.x_test[:args.test], data.y_test[:args.test]) if args.test else (data.x_test, data.y_test)
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         ann_acc = float(np.mean(np.concatenate([ann(torch.as_tensor(x_test[k:k + 500])).argmax(1).numpy()
                                                 for k in range(0, len(x_test), 500)]) == y_test))
     options = {"rule": args.rule, "block": args.block, "percentile": args.percentile, "v_init": args.v_init,
-               "bias": args.bias, "correct": args.correct}
+               "bias": args.bias, "correct": args.correct, "hold": args.hold}
     rows, exported = [], None
     for t in sweep:
         result = convert(ann, calib, t, **options)

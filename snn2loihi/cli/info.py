@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"file": args.net, "latency": net.latency, "layers": rows}, indent=2))
         return 0
     columns = ["index", "type", "shape", "neuron", "iDecay", "vDecay", "vThMant", "weights", "weight_range",
-               "weight_bits", "weight_exp"]
+               "weight_bits", "weight_exp"] + (["fires"] if any("fires" in r for r in rows) else [])
     table = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[k]) for row in table)) for k, c in enumerate(columns)]
     print(f"{args.net}: {len(net.layers)} layers, latency {net.latency} steps")

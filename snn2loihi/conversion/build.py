@@ -40,6 +40,8 @@ short (the report counts it in the inherited part). ``bias="current"`` starts ev
 channel at u0 (the naive conversion: deep layers integrate d steps of bias before their
 input, and may fire before it). Biases and initial voltages are put on the chip's grid
 (1/s and 1/(64·s)) here, so the float and fixed-point networks integrate the same bias.
+With a hold (``convert(hold=h)``) a layer cannot fire before its window, so its whole bias
+charge T·b' goes into ``v_init`` and no current flows (no cap needed).
 
 (Front-loading a negative bias into ``v_init`` instead, ``u0 + T·b'`` with no current,
 keeps the charge exact but holds the neuron silent at the start of its window; the delayed
@@ -197,10 +199,16 @@ def _ungroup(w: torch.Tensor, groups: int) -> torch.Tensor:
     return full
 
 
-def choose_scale(spec: LayerSpec, depth: int, split: bool = False) -> tuple[int, int]:
+def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0, window: int = 0
+                 ) -> tuple[int, int]:
     """The neuron scale s (a power of two) and the coarse group's exponent e (0: one group).
 
-    s fits the bias, v_init and u (see module doc) and the weights of a skip. Without
+    s fits the bias, v_init and u (see module doc) and the weights of a skip. With a
+    ``hold`` of h steps, v also has to hold the charge gathered before the window opens
+    (no reset bounds it then): up to ``h·max ΣW⁺`` thresholds, but never more than
+    ``2·(window + max Σ|W|)`` is kept free of the 24-bit clip: a neuron holding that much
+    fires at every step of its ``window`` (T) steps anyway, and a larger charge clips
+    identically on every backend. Without
     ``split`` it also fits every weight on the 8-bit grid (``max|W|·s ≤ 254``). With
     ``split`` (a layer that may have a coarse group, :func:`split_weights`) it is the power
     of two with the smallest summed squared rounding error of the two groups; e is the
@@ -210,6 +218,9 @@ def choose_scale(spec: LayerSpec, depth: int, split: bool = False) -> tuple[int,
     w_max = float(spec.main[0].abs().max())
     row_sum = sum(float(w.abs().reshape(w.shape[0], -1).sum(1).max()) for w in weights)
     v_max = float((spec.u0.abs() + depth * spec.bias.abs()).max()) + 1.0
+    if hold:
+        positive = sum(float(w.clamp(min=0).reshape(w.shape[0], -1).sum(1).max()) for w in weights)
+        v_max += min(hold * positive, 2 * (window + row_sum))
     limits = [VTH_MAX, STATE_LIMIT / 64 / v_max / 1.01]
     limits += [WEIGHT_LIMIT / float(spec.skip[0].abs().max())] if spec.skip is not None and spec.skip[0].any() else []
     limits += [(STATE_LIMIT >> 6) / row_sum] if row_sum > 0 else []
@@ -253,11 +264,22 @@ def with_coarse_group(spec: LayerSpec, scale: int, source: int) -> LayerSpec:
     return replace(spec, main=(fine, spec.main[1]), skip=(coarse, spec.main[1]), skip_source=source)
 
 
-def neuron_state(spec: LayerSpec, scale: int, depth: int, bias_mode: str
+def neuron_state(spec: LayerSpec, scale: int, depth: int, bias_mode: str, held_window: int = 0
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(bias current, initial voltage) per channel on the chip's grid (see module doc)."""
+    """(bias current, initial voltage) per channel on the chip's grid (see module doc).
+
+    For a layer with a hold (``held_window`` = T, its firing window) the whole bias charge
+    T·b' goes into the initial voltage and no current flows: the layer cannot fire before
+    its window, so nothing needs a cap, and once its input is in (a hold ≥ T) it holds all
+    of its charge, exactly as the ideal neuron of the error analysis."""
     current = torch.round(spec.bias * scale) / scale
-    v0 = (spec.u0 - depth * current).clamp(max=1.0) if bias_mode != "current" else spec.u0.clone()
+    if held_window:
+        v0 = spec.u0 + held_window * current
+        current = torch.zeros_like(current)
+    elif bias_mode != "current":
+        v0 = (spec.u0 - depth * current).clamp(max=1.0)
+    else:
+        v0 = spec.u0.clone()
     v0 = torch.floor(v0 * (scale << 6)) / (scale << 6)
     return current, (None if bool((v0 == 0).all()) else v0)
 

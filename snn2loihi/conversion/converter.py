@@ -16,7 +16,7 @@ from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neu
                     with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
-from .network import ConvertedNetwork, layer_input, window
+from .network import ConvertedNetwork, neuron_input, window
 from .report import ConversionReport, ErrorAccumulator
 from .thresholds import RULES, base_threshold
 
@@ -116,7 +116,7 @@ class ConversionResult:
 def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: str = "max",
             percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
             batch_size: int = 32, progress: bool = False, correct: bool = False,
-            fixed_point: bool = True, split_weights: bool = True) -> ConversionResult:
+            fixed_point: bool = True, split_weights: bool = True, hold: int = 0) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
     The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
@@ -167,6 +167,11 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             a fine and a coarse synapse group (a skip from the previous layer with a weight
             exponent, :mod:`~.build`) where that rounds finer (True), or keep one group per
             layer (False: a plain chain that slayer-style training, e.g. STDB, can take).
+        hold: h ≥ 0, steps every layer integrates before it may fire (a firing window per
+            layer, exported to the chip): spikes are decided on more of the input, which
+            removes most of the deviation error of deep networks (all of it for h ≥ T) at
+            a latency of (h + 1) steps per layer (:mod:`~.network`). The thresholds and
+            bias corrections are chosen with the hold in place.
 
     Returns:
         :class:`ConversionResult` with ``.snn``, ``.thresholds``, ``.scales`` and ``.report``.
@@ -183,8 +188,9 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
         raise ConversionError(f"unknown option: rule={rule!r} (one of {sorted(RULES)}), block={block!r} "
                               f"({sorted(BLOCKS)}), bias={bias!r} ({BIAS_MODES}), v_init={v_init!r} "
                               f"({sorted(V_INIT_MODES)})")
-    if timesteps < 1 or not 0 < percentile <= 100:
-        raise ConversionError(f"timesteps must be >= 1 and 0 < percentile <= 100 (got {timesteps}, {percentile})")
+    if timesteps < 1 or not 0 < percentile <= 100 or hold < 0:
+        raise ConversionError(f"timesteps must be >= 1, 0 < percentile <= 100 and hold >= 0 (got {timesteps}, "
+                              f"{percentile}, {hold})")
     x = torch.as_tensor(np.asarray(calib_x.detach().cpu() if isinstance(calib_x, torch.Tensor) else calib_x),
                         dtype=torch.float32)
     if x.dim() < 2 or len(x) == 0:
@@ -193,7 +199,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     if bias == "clock":
         graph = clocked(graph)
     builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size, correct,
-                       fixed_point, split_weights)
+                       fixed_point, split_weights, hold)
     snn = builder.run(progress)
     names = {i: n.name for i, n in enumerate(graph.nodes)}
     report = ConversionReport(timesteps, rule, block, len(x), builder.timing, builder.errors)
@@ -217,10 +223,10 @@ class _Builder:
 
     def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
                  bias_mode: str, batch_size: int, correct: bool = False, fixed_point: bool = True,
-                 split_weights: bool = True):
+                 split_weights: bool = True, hold: int = 0):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
-        self.fixed_point, self.split_weights = fixed_point, split_weights
+        self.fixed_point, self.split_weights, self.hold = fixed_point, split_weights, int(hold)
         self.pops = plan(graph)
         where = locate(self.pops)
         self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
@@ -228,7 +234,7 @@ class _Builder:
         skips = any(s != [q - 1] for q, s in enumerate(self.sources) if q)
         # Aligned timing is exact only for a chain whose layers never fire before their window.
         self.timing = "device" if skips or bias_mode == "current" else "aligned"
-        self.latency = len(self.pops) - 1
+        self.latency = (len(self.pops) - 1) * (self.hold + 1)
         self.thetas = {0: 1.0}
         self.scales: dict = {}
         self.errors: list = []
@@ -261,7 +267,7 @@ class _Builder:
                 del spikes[p]
             for m in [m for m in acts if node_last[m] <= max(pop.nodes)]:
                 del acts[m]
-        snn = ConvertedNetwork(self.pops[0].shape, blocks, skips)
+        snn = ConvertedNetwork(self.pops[0].shape, blocks, skips, self.hold, self.t)
         snn.set_fixed_point(True)
         return snn
 
@@ -309,10 +315,12 @@ class _Builder:
         """Population q with node thresholds ``thetas``, in the pass's arithmetic (fixed
         point or float; the network switches to fixed point at the end)."""
         spec = layer_spec(self.graph, self.pops, q, {**self.thetas, **thetas}, self.u0)
-        scale, exp = choose_scale(spec, q, split=self.split_weights and spec.skip is None and q >= 2)
+        # bias steps before the window: q·(h+1) as currents, or T front-loaded with a hold
+        scale, exp = choose_scale(spec, self.t if self.hold else q, split=self.split_weights and spec.skip is None
+                                  and q >= 2, hold=self.hold, window=self.t)
         if exp:
             spec = with_coarse_group(spec, scale, q - 1)
-        current, v0 = neuron_state(spec, scale, q, self.bias_mode)
+        current, v0 = neuron_state(spec, scale, q, self.bias_mode, self.t if self.hold else 0)
         src, dst = self.pops[q - 1].shape, self.pops[q].shape
         block = make_block(spec, scale, src, dst, current, v0)
         skip = None
@@ -339,9 +347,9 @@ class _Builder:
                               for n in pop.nodes])
             spec = layer.spec
             trial = replace(spec, bias=spec.bias * rows)
-            v0 = neuron_state(trial, layer.scale, q, self.bias_mode)[1]
+            v0 = neuron_state(trial, layer.scale, q, self.bias_mode, self.t if self.hold else 0)[1]
             block.neuron.v_init = None if v0 is None else v0.float()
-        kept, steps = [], q + self.t  # inputs and spikes up to the end of the window count
+        kept = []
         src, skip_src = spikes[q - 1], spikes.get(layer.spec.skip_source)
         if layer.skip is not None:
             block.skip = layer.skip
@@ -351,10 +359,12 @@ class _Builder:
                 s_in = src[part].float()
                 if s_in.dim() == 5 and len(pop.shape) == 1:
                     s_in = s_in.reshape(s_in.shape[0], -1, s_in.shape[-1])
-                a = layer_input(block, s_in, None if layer.skip is None else skip_src[part].float(), self.timing, q)
+                a, first = neuron_input(block, s_in, None if layer.skip is None else skip_src[part].float(),
+                                        self.timing, q, self.hold, self.t)
                 if trial_scale is not None:
                     a = a * rows.float().reshape((1, -1) + (1,) * (a.dim() - 2))
                 s = block.neuron(a)
+                steps = first + self.t  # inputs and spikes up to the end of the window count
                 charge = a[..., :steps].sum(-1)
                 if block.neuron.v_init is not None:
                     charge = charge + block.neuron.v_init.reshape((-1,) + (1,) * (a.dim() - 3))
@@ -363,7 +373,7 @@ class _Builder:
                     ch = pop.channels(k, self.graph)
                     accs[n].add(count[:, ch], charge[:, ch], acts[n][part], thetas[n], self.t, layer.spec.u0[ch])
                 if keep:
-                    kept.append(window(s, q, self.timing).bool())
+                    kept.append(window(s, first, self.timing, self.t if self.hold else None).bool())
         finally:
             if layer.skip is not None:
                 del block.skip

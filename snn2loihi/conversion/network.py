@@ -18,6 +18,19 @@ first integrate d steps of bias alone, exactly as on the chip. It gives the same
 inside every window as device timing provided that no block has a skip from farther back
 than the block before it (such a skip's source is fewer steps away than the chain) and no
 block fires before its window; both are checked. Input (N, *input_shape, T), output (N, F, T).
+
+A **hold** of h steps (``hold=h``, with the window T) delays every block's firing: the block
+at depth d receives its input from device step ``d + (d-1)·h`` on but may spike only at
+steps ``d·(h+1) <= t < d·(h+1) + T`` (its ``fire_window``, exported to the chip). Its
+neurons first integrate h steps of input without firing, so a spike is decided on the
+charge of h + 1 steps instead of one: the early, uneven part of the input (a neuron
+driven past threshold before its inhibitory inputs arrive) no longer turns into spikes
+that a later negative charge cannot take back. With h ≥ T a neuron has seen all of its
+input before it fires and its count is exactly ``clip(⌈(u0 + charge)/θ⌉ - 1, 0, T)`` (the
+rounded charge for u0 = θ/2): no
+deviation error at all (research notes §4.3). The price is latency, ``d·(h+1)`` steps
+to depth d instead of d; spikes and synaptic operations do not grow (related: the
+pre-charged membrane and delayed evaluation of Hwang et al., Front. Neurosci. 2021).
 """
 from __future__ import annotations
 
@@ -61,18 +74,45 @@ class SkipSynapse(torch.nn.Module):
         return self.synapse(s)
 
 
-def layer_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, depth: int
-                ) -> torch.Tensor:
+def layer_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, lead: int,
+                trail: int = 0) -> torch.Tensor:
     """Everything a block's neurons receive per step, (N, *out, steps): its synapse (plus
     skip) output, shifted by the one-step synaptic delay in device timing; in aligned timing
-    preceded by the ``depth`` bias-only steps before the block's window."""
+    preceded by ``lead`` and followed by ``trail`` bias-only steps (:func:`aligned_frame`)."""
     a = block.synapse(s)
     skip = getattr(block, "skip", None)
     if skip is not None:
         a = a + skip(skip_spikes)
     if timing == "device":  # the synapse output arrives one step later; the bias acts from step 0
         return torch.cat([bias_steps(block, a, 1), shift_one_step(a)[..., 1:]], dim=-1)
-    return torch.cat([bias_steps(block, a, depth), a], dim=-1) if depth else a
+    parts = [bias_steps(block, a, lead)] * bool(lead) + [a] + [bias_steps(block, a, trail)] * bool(trail)
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else a
+
+
+def aligned_frame(block, depth: int, hold: int) -> tuple[int, int]:
+    """(lead, first) of a block at ``depth`` in aligned timing with a hold of ``hold`` steps:
+    the bias-only steps before its input arrives (device steps ``0 .. d + (d-1)·h - 1``)
+    and the frame step at which its firing window opens (``lead + hold``). With a hold, the
+    lead is left out where it cannot change the state (no bias, no voltage leak): deep
+    blocks would otherwise integrate hundreds of empty steps."""
+    lead = depth + (depth - 1) * hold if depth else 0
+    if hold and getattr(block.synapse, "bias", None) is None and float(block.neuron.voltage_decay) == 0:
+        lead = 0
+    return lead, lead + hold
+
+
+def neuron_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, depth: int,
+                 hold: int = 0, timesteps: Optional[int] = None) -> tuple[torch.Tensor, int]:
+    """(everything the neurons of a block at ``depth`` receive, the step its window opens),
+    with the neuron's firing window set for that input when there is a ``hold`` (module doc)."""
+    if timing == "device":
+        first = depth * (hold + 1)
+        a = layer_input(block, s, skip_spikes, timing, 0)
+    else:
+        lead, first = aligned_frame(block, depth, hold)
+        a = layer_input(block, s, skip_spikes, timing, lead, hold)
+    block.neuron.fire_window = (first, first + timesteps) if hold else None
+    return a, first
 
 
 def bias_steps(block, like: torch.Tensor, steps: int) -> torch.Tensor:
@@ -84,15 +124,16 @@ def bias_steps(block, like: torch.Tensor, steps: int) -> torch.Tensor:
     return out
 
 
-def window(s: torch.Tensor, depth: int, timing: str) -> torch.Tensor:
+def window(s: torch.Tensor, first: int, timing: str, timesteps: Optional[int] = None) -> torch.Tensor:
     """The spikes later blocks see: all steps in device timing; in aligned timing the
-    block's window, after checking that it was silent in the ``depth`` steps before it."""
-    if timing == "device" or depth == 0:
+    block's window (from frame step ``first``, ``timesteps`` long, or to the end), after
+    checking that it was silent before it."""
+    if timing == "device":
         return s
-    if bool(s[..., :depth].any()):
+    if bool(s[..., :first].any()):
         raise ConversionError("a block fires before its input arrives: aligned timing would drop those "
                               "spikes; use timing='device'")
-    return s[..., depth:]
+    return s[..., first:first + timesteps] if timesteps is not None else s[..., first:]
 
 
 class ConvertedNetwork(SpikingNetwork):
@@ -103,11 +144,18 @@ class ConvertedNetwork(SpikingNetwork):
         blocks: the blocks after the input (Conv, Pool, Flatten, Dense of
             :mod:`snn2loihi.blocks.soft_lif`).
         skips: block index (counting the input block as 0) → :class:`SkipSynapse`.
+        hold: h, the steps each block integrates before its firing window opens (module
+            doc); 0: none.
+        timesteps: T, the length of every firing window (needed with a hold).
     """
 
     def __init__(self, input_shape: Sequence[int], blocks: Sequence[torch.nn.Module],
-                 skips: Optional[dict] = None):
+                 skips: Optional[dict] = None, hold: int = 0, timesteps: Optional[int] = None):
         super().__init__(input_shape, blocks)
+        if hold < 0 or (hold and not timesteps or timesteps is not None and timesteps < 1):
+            raise ConversionError(f"a hold needs hold >= 0 and a window of timesteps >= 1 "
+                                  f"(got hold={hold}, timesteps={timesteps})")
+        self.hold, self.timesteps = int(hold), timesteps
         for index, skip in (skips or {}).items():
             block = self.blocks[index]
             if not isinstance(block, (base.AbstractConv, base.AbstractDense)) or not 0 < skip.source < index:
@@ -118,11 +166,17 @@ class ConvertedNetwork(SpikingNetwork):
         for block in self.blocks:
             depth += int(hasattr(block, "synapse"))
             self.depths.append(depth)
+            if self.hold and hasattr(block, "synapse"):
+                #: The block's firing window in device steps of a sample (exported as the
+                #: layer's ``fire_window``).
+                block.fire_window = (depth * (self.hold + 1), depth * (self.hold + 1) + self.timesteps)
 
     @property
     def latency(self) -> int:
-        """Steps from an input to the last block's response (one per synapse layer)."""
-        return self.depths[-1]
+        """Steps from an input to the last block's response (one per synapse layer, plus
+        the hold of each)."""
+        return self.depths[-1] * (self.hold + 1)
+
 
     @property
     def has_skips(self) -> bool:
@@ -143,8 +197,9 @@ class ConvertedNetwork(SpikingNetwork):
         for i, block in enumerate(self.blocks):
             if hasattr(block, "synapse"):
                 skip = getattr(block, "skip", None)
-                a = layer_input(block, x, None if skip is None else outputs[skip.source], timing, self.depths[i])
-                x = window(block.neuron(a), self.depths[i], timing)
+                a, first = neuron_input(block, x, None if skip is None else outputs[skip.source], timing,
+                                        self.depths[i], self.hold, self.timesteps)
+                x = window(block.neuron(a), first, timing, self.timesteps if self.hold else None)
             else:
                 x = block(x)
             outputs.append(x if record or i in needed else None)

@@ -7,8 +7,9 @@ _TYPES = {InputLayer: "input", DenseLayer: "dense", ConvLayer: "conv", PoolLayer
 
 
 def layer_table(net: Network) -> list:
-    """One dict per layer: index, type, shape, neuron type and parameters, weight count and
-    range, and for dense layers the weight bits/exponent netx hands to Lava's Dense."""
+    """One dict per layer: index, type, shape, neuron type and parameters, the steps it may
+    fire at (a ``fire_window``, as "first-last"), weight count and range, and for dense
+    layers the weight bits/exponent netx hands to Lava's Dense."""
     from ..sim.synapses import dense_weights
 
     rows = []
@@ -23,6 +24,8 @@ def layer_table(net: Network) -> list:
             readout = isinstance(layer, DenseLayer) and layer.neuron is None
             row.update({"neuron": "readout" if readout else neuron.kind, "iDecay": neuron.i_decay,
                         "vDecay": neuron.v_decay, "vThMant": neuron.vth_mant})
+        if getattr(layer, "fire_window", None) is not None:
+            row["fires"] = "{}-{}".format(layer.fire_window[0], layer.fire_window[1] - 1)
         weight = getattr(layer, "weight", None)
         if weight is not None:
             row.update({"weights": int(weight.size), "weight_range": f"[{int(weight.min())}, {int(weight.max())}]"})

@@ -113,7 +113,8 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
             raise ValueError(f"weight has {weight.shape[0]} rows but shape says {n_out} neurons")
         _check_weight_range(weight)
         return DenseLayer(weight, _neuron(g) if "neuron" in g else None, _optional(g, "bias"),
-                          skip=_skip(g), v_init=_optional(g, "vInit"))
+                          skip=_skip(g), v_init=_optional(g, "vInit"),
+                          fire_window=_optional(g, "fireWindow"))
     if kind == "conv":
         weight = _array(g, "weight")
         if weight.ndim == 5:
@@ -124,7 +125,8 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
         layer = ConvLayer(in_shape, weight, _neuron(g), stride=_ints(g, "stride"),
                           padding=_ints(g, "padding"), dilation=_ints(g, "dilation"),
                           groups=_scalar(g, "groups", 1), bias=_optional(g, "bias"),
-                          skip=_skip(g), v_init=_optional(g, "vInit"))
+                          skip=_skip(g), v_init=_optional(g, "vInit"),
+                          fire_window=_optional(g, "fireWindow"))
         _check_declared_shape(g, layer.out_shape)
         return layer
     if kind == "pool":
@@ -134,7 +136,8 @@ def _read_layer(g: h5py.Group, in_shape: Optional[tuple], first: bool):
         _check_weight_range(weight)
         layer = PoolLayer(in_shape, weight.reshape(weight.shape[-2:]), _neuron(g),
                           stride=_ints(g, "stride"), padding=_ints(g, "padding"),
-                          dilation=_ints(g, "dilation"), v_init=_optional(g, "vInit"))
+                          dilation=_ints(g, "dilation"), v_init=_optional(g, "vInit"),
+                          fire_window=_optional(g, "fireWindow"))
         _check_declared_shape(g, layer.out_shape)
         return layer
     raise ValueError(f"unknown layer type {kind!r}")

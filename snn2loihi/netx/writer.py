@@ -78,6 +78,8 @@ def write_layer(g: h5py.Group, layer) -> None:
         g.create_dataset("bias", data=layer.bias.astype(np.float32))
     if getattr(layer, "v_init", None) is not None:
         g.create_dataset("vInit", data=layer.v_init.astype(np.int32))
+    if getattr(layer, "fire_window", None) is not None:
+        g.create_dataset("fireWindow", data=np.array(layer.fire_window, dtype=np.int64))
     if getattr(layer, "skip", None) is not None:
         _skip(g.create_group("skip"), layer.skip)
     if layer.neuron is not None:

@@ -43,8 +43,8 @@ def decay(x: torch.Tensor, decay_const: int) -> torch.Tensor:
 
 
 def lif_step(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, neuron: NeuronSpec,
-             bias: torch.Tensor | int = 0, overflow: Overflow | None = None, may_overflow: bool = True
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             bias: torch.Tensor | int = 0, overflow: Overflow | None = None, may_overflow: bool = True,
+             fires: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One time step of Loihi's CUBA compartment, bit-exact with Lava's fixed-point LIF.
 
     Args:
@@ -56,6 +56,8 @@ def lif_step(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, neuron: Neuro
         overflow: if given, wraps of u and clips of v are added to it.
         may_overflow: False when the caller has proven |u|, |v| stay inside 24 bits; the
             wrap of u and the clip of v are then skipped (they would change nothing).
+        fires: False outside the layer's firing window (``fire_window`` in
+            :mod:`snn2loihi.ir`): v integrates, no spike, no reset.
 
     Returns:
         (u, v, spikes) with spikes as a bool tensor.
@@ -79,7 +81,7 @@ def lif_step(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, neuron: Neuro
             overflow.voltage_clips += int((clipped != v).sum())
         v = clipped
     vth = neuron.vth_mant << VTH_SHIFT
-    spikes = v > vth
+    spikes = v > vth if fires else torch.zeros(v.shape, dtype=torch.bool, device=v.device)
     if neuron.soft_reset:
         v = torch.where(spikes, v - vth, v)  # keeps v's dtype (bool · int would widen it)
     else:

@@ -92,6 +92,11 @@ class Neuron(SlayerNeuron):
         #: Initial voltage of every sample (slayer units), per channel (C,) or per neuron,
         #: or None for rest (0). On the grid 1/s_scale in fixed point; exported as ``v_init``.
         self.register_buffer("v_init", None)
+        #: (first, stop): the steps of z's time axis at which the neurons may spike (outside
+        #: them v integrates without spike or reset), or None for every step. Set by the
+        #: caller that knows how its input maps to the chip's steps (a converted network's
+        #: hold, :mod:`snn2loihi.conversion.network`).
+        self.fire_window: Optional[tuple[int, int]] = None
 
     # --- device view -------------------------------------------------------------------
     @property
@@ -144,18 +149,44 @@ class Neuron(SlayerNeuron):
             self.shape = z.shape[1:-1]
         if not self.fused or self.current_decay.requires_grad or self.voltage_decay.requires_grad:
             return self.forward_reference(z)
+        v0 = None if self.v_init is None else self._initial_voltage(z.new_zeros(z.shape[:-1]))
+        if self.fire_window is not None:
+            return self._windowed(z, v0)
+        spikes = self._sequence(z, v0)
+        return self.drop(spikes) if self.drop is not None else spikes
+
+    def _sequence(self, z: torch.Tensor, v0: Optional[torch.Tensor]) -> torch.Tensor:
+        """The fused time loop over all of z from voltage v0 (None: rest)."""
         decays = [d.detach().clamp(0, DECAY_UNITY) for d in (self.current_decay, self.voltage_decay)]
         if self.fixed_point:
             decays = [quantize(d) for d in decays]
-        v0 = None if self.v_init is None else self._initial_voltage(z.new_zeros(z.shape[:-1]))
-        spikes = lif_sequence(z, v0, *decays,
-                              self.threshold, self.reset == "soft", self.detach_reset, self.surrogate,
-                              DECAY_UNITY, self.s_scale if self.fixed_point else None)
-        return self.drop(spikes) if self.drop is not None else spikes
+        return lif_sequence(z, v0, *decays, self.threshold, self.reset == "soft", self.detach_reset, self.surrogate,
+                            DECAY_UNITY, self.s_scale if self.fixed_point else None)
+
+    def _windowed(self, z: torch.Tensor, v0: Optional[torch.Tensor]) -> torch.Tensor:
+        """Spikes with a firing window, for inference of integrate-and-fire neurons: before the
+        window v only sums its input (no leak, no current memory, no spike), so it enters the
+        fused loop as the initial voltage of the window; no spike after it. Equal to the
+        reference loop when no partial sum reaches the 24-bit limit (checked; otherwise, and
+        for leaky neurons or with gradients, the reference loop runs)."""
+        first, stop = (min(edge, z.shape[-1]) for edge in self.fire_window)
+        integrate_and_fire = self.cx_current_decay == DECAY_UNITY and self.cx_voltage_decay == 0
+        if torch.is_grad_enabled() and z.requires_grad or not integrate_and_fire or self.drop is not None:
+            return self.forward_reference(z)
+        start = z.new_zeros(z.shape[:-1]) if v0 is None else v0
+        if first:
+            partial = start.unsqueeze(-1) + torch.cumsum(z[..., :first], dim=-1)
+            if self.fixed_point and float(partial.abs().max()) >= VOLTAGE_LIMIT / self.s_scale:
+                return self.forward_reference(z)
+            start = partial[..., -1].contiguous()
+        spikes = torch.zeros_like(z)
+        if stop > first:
+            spikes[..., first:stop] = self._sequence(z[..., first:stop], start)
+        return spikes
 
     def forward_reference(self, z: torch.Tensor) -> torch.Tensor:
         """The step-by-step definition of :meth:`forward`, differentiated by autograd
-        (learnable decays included)."""
+        (learnable decays and the firing window included)."""
         u = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         v = torch.zeros_like(u) if self.v_init is None else self._initial_voltage(u)
         theta = self.threshold
@@ -163,6 +194,7 @@ class Neuron(SlayerNeuron):
         # last spike, so that dt = t - last_spike. It only feeds the backward pass.
         last_spike = (torch.full_like(u, self.surrogate.initial_spike_time)
                       if self.surrogate.needs_spike_time else None)
+        first, stop = self.fire_window if self.fire_window is not None else (0, z.shape[-1])
         out = []
         for t in range(z.shape[-1]):
             u = self._decay(u, self.current_decay) + z[..., t]
@@ -171,6 +203,8 @@ class Neuron(SlayerNeuron):
                 limit = VOLTAGE_LIMIT / self.s_scale
                 v = _ste(v, v.clamp(-limit, limit))
             s = spike(v - theta, self.surrogate, theta, None if last_spike is None else t - last_spike)
+            if not first <= t < stop:
+                s = torch.zeros_like(s)
             if last_spike is not None:
                 last_spike = last_spike.masked_fill(s.detach() > 0, float(t))
             r = s.detach() if self.detach_reset else s

@@ -12,7 +12,9 @@ otherwise the integers the input neuron's ``a_in`` port receives each step.
 
 A layer with a :class:`~snn2loihi.ir.Skip` adds its second synapse group's output, also
 delayed by one step, to ``a_in`` (as Lava sums two connections into one port); a layer
-with ``v_init`` starts every sample from that voltage instead of 0.
+with ``v_init`` starts every sample from that voltage instead of 0; a layer with a
+``fire_window`` (first, stop) spikes only at steps ``first <= t < stop`` of the sample
+(outside it the compiled loop runs with a threshold v never reaches).
 
 Inside, a (C, H, W) population lives channels-last, as (B, H, W, C) in memory, with 0/1
 uint8 spikes: the layout and dtype of the exact int8 convolutions of
@@ -165,7 +167,8 @@ class Emulator:
                 drives = [(self._synapses[i], input_magnitude if first else 1)]
                 if i in self._skips:
                     drives.append((self._skips[i], 1))
-            populations[i] = _Population(layer_neuron(layer), drives, self._bias[i], self._v_init[i], steps, result)
+            populations[i] = _Population(layer_neuron(layer), drives, self._bias[i], self._v_init[i], steps, result,
+                                         getattr(layer, "fire_window", None))
         return populations
 
 
@@ -182,8 +185,12 @@ class _Population:
     """
 
     def __init__(self, neuron, drives: list, bias: Optional[torch.Tensor], v_init: Optional[torch.Tensor],
-                 steps: int, result: SimResult):
+                 steps: int, result: SimResult, fire_window: Optional[tuple] = None):
         self.neuron = neuron
+        #: (first, stop) steps of the sample in which the neurons may spike (None: all).
+        self.fire_window = fire_window
+        #: Steps of the sample simulated before the current chunk.
+        self.elapsed = 0
         self.synapses = [synapse for synapse, _ in drives]
         #: Bound on |input| of each drive (1 for spikes).
         self.sizes = [size for _, size in drives]
@@ -227,24 +234,41 @@ class _Population:
             self.buffer[0] = 0  # nothing was sent before the first step
         else:
             self.buffer[0] = self.buffer[self.steps]  # the previous chunk's last step
+            self.elapsed += self.steps
         self.steps = a.shape[0]
         out = self.buffer[1:self.steps + 1]
+        for start, stop, fires in self._segments():
+            self._integrate(kernel, a[start:stop], out[start:stop], fires)
+        return out
+
+    def _segments(self) -> list:
+        """(start, stop, fires) pieces of the current chunk, split at the firing window."""
+        if self.fire_window is None:
+            return [(0, self.steps, True)]
+        first, stop = (min(max(edge - self.elapsed, 0), self.steps) for edge in self.fire_window)
+        return [(a, b, fires) for a, b, fires in ((0, first, False), (first, stop, True), (stop, self.steps, False))
+                if b > a]
+
+    def _integrate(self, kernel, a: torch.Tensor, out: torch.Tensor, fires: bool) -> None:
+        """Advance u, v over the steps of ``a`` (t, B, *shape), writing spikes into ``out``;
+        ``fires=False``: no neuron may spike (outside the firing window)."""
         if kernel is None:
-            for t in range(self.steps):
+            for t in range(a.shape[0]):
                 self.u, self.v, spikes = lif_step(self.u, self.v, a[t], self.neuron, self.bias,
-                                                  self.result.overflow, self.may_overflow)
+                                                  self.result.overflow, self.may_overflow, fires)
                 out[t] = spikes
-            return out
+            return
         if self.bias_shifted is None:
             self.bias_shifted = (torch.empty(0, dtype=self.dtype) if not torch.is_tensor(self.bias) else
                                  (self.bias << BIAS_EXP).expand(self.u.shape).contiguous())
         n = self.neuron
+        # v never exceeds STATE_LIMIT - 1 (clipped, or bounded when may_overflow is False)
+        vth = n.vth_mant << VTH_SHIFT if fires else STATE_LIMIT
         wraps, clips = kernel.lif_integer(a.contiguous(), self.u, self.v, self.bias_shifted, out, n.i_decay,
-                                          n.v_decay, DECAY_UNITY, ACT_SHIFT, n.vth_mant << VTH_SHIFT, n.soft_reset,
+                                          n.v_decay, DECAY_UNITY, ACT_SHIFT, vth, n.soft_reset,
                                           self.may_overflow, STATE_LIMIT)
         self.result.overflow.current_wraps += wraps
         self.result.overflow.voltage_clips += clips
-        return out
 
     def delayed(self) -> torch.Tensor:
         """The last chunk's spikes one step late (t, B, *shape): step 0 is the step before it."""

@@ -2,8 +2,10 @@
 
 Each layer becomes a netx block (``lava.lib.dl.netx.blocks.process``: Input, Dense,
 Conv) holding Lava's own Dense/Conv synapse and a neuron process: Lava's ``LIF`` for
-hard-reset neurons, our :class:`~snn2loihi.processes.LIFSoftReset` for soft reset. A
-``pool`` layer is a depthwise Conv block. The graph is the one stock netx builds, so a
+hard-reset neurons, our :class:`~snn2loihi.processes.LIFSoftReset` for soft reset (its
+:class:`~snn2loihi.processes.LIFSoftResetWindowed` variant for a layer with a
+``fire_window``, counting steps within each sample). A ``pool`` layer is a depthwise Conv
+block. The graph is the one stock netx builds, so a
 stock file gives the same spikes here as in ``netx.hdf5.Network``.
 
 Many samples stream through one run: a RingBuffer source plays the samples back to
@@ -86,6 +88,10 @@ def build_blocks(net: Network) -> list:
             params["bias"] = layer.bias
         if getattr(layer, "v_init", None) is not None:
             params["neuron_params"]["v"] = initial_voltage(layer)
+        if getattr(layer, "fire_window", None) is not None:
+            from ..processes import LIFSoftResetWindowed
+
+            params["neuron_params"].update(neuron_proc=LIFSoftResetWindowed, fire_window=layer.fire_window)
         if isinstance(layer, DenseLayer):
             dw = dense_weights(layer.weight)
             block = blocks_mod.Dense(shape=layer.out_shape, weight=dw.lava_weight,
@@ -197,6 +203,8 @@ def run_lava(net: Network, x: np.ndarray, record_all: bool = False,
         return synapse.a_buff if hasattr(synapse, "a_buff") else synapse.a_buf
 
     for index, block in blocks:
+        if hasattr(block.neuron, "period"):  # a firing window counts steps within each sample
+            block.neuron.period.init = steps
         targets = [block.neuron.u]
         synapse = getattr(block, "synapse", None)
         if synapse is not None:

@@ -1,0 +1,144 @@
+"""Firing windows and the converter's hold: the IR/netx field, a hand-computed trace on the
+emulator, Lava and the torch neuron, backends equal at every layer of a held ResNet, and
+the deviation error gone when every layer holds for the whole window (research notes §4.3)."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from models.ann import resnet
+from snn2loihi.conversion import convert
+from snn2loihi.errors import NetxFormatError
+from snn2loihi.ir import DenseLayer, InputLayer, Network, NeuronSpec
+from snn2loihi.netx import read_network, write_network
+from snn2loihi.neuron.soft_lif import Neuron
+from snn2loihi.sim.emulator import Emulator
+from snn2loihi.sim.lava_runner import run_lava
+
+SOFT = NeuronSpec("CUBA_SOFT", 4096, 0, 100)
+
+
+def windowed_pair() -> Network:
+    """Input (2,) → two IF neurons (threshold 100) reading input 0 with weights 55 and 30,
+    both allowed to spike only at steps 3, 4, 5 of a sample."""
+    return Network([InputLayer((2,)), DenseLayer(np.array([[55, 0], [30, 0]]), SOFT, fire_window=(3, 6))])
+
+
+#: Input 0 spikes at every step; synapses deliver one step later, so from step 1 the
+#: neurons get 55 and 30 per step. Weight 55: v = 55, 110 (no spike: step 2 is before the
+#: window), 165 → spike (65), 120 → spike (20), 75, 130 (step 6: window closed), 185.
+#: Weight 30: 30, 60, 90, 120 → spike at 4 (20), 50, 80, 110 (closed).
+EXPECTED = {0: [3, 4], 1: [4]}
+
+
+@pytest.mark.parametrize("backend", ["emulator", "lava"])
+def test_fire_window_by_hand(backend):
+    net = windowed_pair()
+    x = np.zeros((2, 2, 8), dtype=np.int64)
+    x[:, 0, :] = 1
+    result = Emulator(net).run(x) if backend == "emulator" else run_lava(net, x)
+    for sample in range(2):  # the window counts steps from each sample's start
+        for neuron, steps in EXPECTED.items():
+            assert np.flatnonzero(result.output[sample, neuron]).tolist() == steps
+
+
+def test_torch_neuron_fire_window_by_hand():
+    """The same trace on the torch neuron in float (threshold 1, input 0.55 and 0.30)."""
+    neuron = Neuron(threshold=1.0, fixed_point=False)
+    neuron.fire_window = (3, 6)
+    z = torch.tensor([[0.0] + [0.55] * 7, [0.0] + [0.30] * 7]).unsqueeze(0)
+    s = neuron(z)[0]
+    for k, steps in EXPECTED.items():
+        assert torch.nonzero(s[k]).flatten().tolist() == steps
+
+
+def test_fire_window_validation_netx_round_trip_and_reader_errors(tmp_path):
+    for bad in ((3, 3), (-1, 4), (1, 2, 3), (0.5, 2)):
+        with pytest.raises(ValueError, match="fire_window"):
+            DenseLayer(np.array([[1]]), SOFT, fire_window=bad)
+    with pytest.raises(ValueError, match="soft-reset"):
+        DenseLayer(np.array([[1]]), NeuronSpec("CUBA", 4096, 0, 100), fire_window=(0, 2))
+    net = windowed_pair()
+    assert net.latency == 3  # the layer answers when its window opens, not one step after the input
+    path = tmp_path / "held.net"
+    write_network(net, path)
+    assert read_network(path).layers[1].fire_window == (3, 6)
+    with h5py.File(path, "a") as f:
+        del f["layer/1/fireWindow"]
+        f["layer/1/fireWindow"] = np.array([5, 2])
+    with pytest.raises(NetxFormatError, match=r"held.net.*layer 1.*fire_window must satisfy 0 <= first < stop"):
+        read_network(path)
+
+
+def _held_resnet(hold: int, timesteps: int, **options):
+    torch.manual_seed(0)
+    ann = resnet(20, 2).eval()
+    for m in ann.modules():  # BN statistics away from the identity, as a trained net has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.rand(8, 1, 8, 8)
+    return convert(ann, x[:5], timesteps, rule="tuned", block="restructured", hold=hold, **options), x[5:]
+
+
+def test_held_resnet_backends_agree_at_every_layer():
+    """Restructured ResNet-20 with a hold of 2 (with its two weight groups per layer): the
+    exported layers open their windows at d·3; torch in device timing equals the emulator
+    at every layer and step, the aligned torch run equals each layer's window, Lava equals
+    the emulator, and nothing fires outside a window."""
+    hold, t = 2, 5
+    result, images = _held_resnet(hold, t)
+    net, _ = result.export()
+    windows = [layer.fire_window for layer in net.synaptic_layers]
+    assert windows == [(d * (hold + 1), d * (hold + 1) + t) for d in range(1, len(windows) + 1)]
+    assert net.latency == result.latency == len(windows) * (hold + 1)
+    x = result.encode(images, pad=True)
+    emulated = Emulator(net).run(x, record_all=True)
+    snn = result.snn.double()
+    with torch.no_grad():
+        _, device = snn(torch.as_tensor(x, dtype=torch.float64), record=True, timing="device")
+        _, aligned = snn(torch.as_tensor(result.encode(images), dtype=torch.float64), record=True, timing="aligned")
+    for index, spikes in emulated.spikes.items():
+        first, stop = net.layers[index].fire_window
+        assert spikes[..., :first].sum() == 0 and spikes[..., stop:].sum() == 0
+        np.testing.assert_array_equal(device[index].numpy().astype(np.uint8).reshape(spikes.shape), spikes,
+                                      err_msg=f"layer {index}")
+        np.testing.assert_array_equal(aligned[index].numpy().astype(np.uint8).reshape(spikes[..., :t].shape),
+                                      spikes[..., first:stop], err_msg=f"layer {index}")
+    assert emulated.output.sum() > 0
+    np.testing.assert_array_equal(emulated.output.sum(-1).reshape(len(images), -1), result.counts(images))
+    lava = run_lava(net, x[:2], record_all=True)
+    for index, spikes in lava.spikes.items():
+        np.testing.assert_array_equal(spikes, emulated.spikes[index][:2], err_msg=f"layer {index}")
+
+
+@pytest.mark.parametrize("fixed_point", [False, True])
+def test_holding_for_the_whole_window_leaves_no_deviation_error(fixed_point):
+    """With hold ≥ T a neuron has all of its charge Q before it may fire, so it fires
+    exactly clip(⌈Q⌉ - 1, 0, T) spikes: the deviation part of every layer's error is 0.
+    Without a hold the same network has deviation error (control)."""
+    t = 6
+    held, _ = _held_resnet(t, t, fixed_point=fixed_point)
+    free, _ = _held_resnet(0, t, fixed_point=fixed_point)
+    assert all(layer.deviation == 0 for layer in held.report.layers)
+    assert max(layer.deviation for layer in free.report.layers) > 0.05
+
+
+@pytest.mark.parametrize("fixed_point", [False, True])
+def test_windowed_neuron_fast_path_equals_the_reference_loop(fixed_point):
+    """Integrate-and-fire neurons with a window run as a sum up to the window and the fused
+    loop inside it; spikes equal the step-by-step reference for windows at the start, in
+    the middle, to the end and of one step."""
+    torch.manual_seed(0)
+    neuron = Neuron(threshold=1.0, fixed_point=fixed_point, scale=256)
+    neuron.v_init = torch.rand(6) * 0.5
+    z = torch.round(torch.randn(4, 6, 5, 5, 40) * 0.4 * 256) / 256
+    for window in [(0, 40), (5, 30), (12, 40), (39, 40)]:
+        neuron.fire_window = window
+        with torch.no_grad():
+            fast = neuron(z)
+            reference = neuron.forward_reference(z)
+        assert fast[..., :window[0]].sum() == 0 and fast[..., window[1]:].sum() == 0 and fast.sum() > 0
+        torch.testing.assert_close(fast, reference, rtol=0, atol=0)
