@@ -56,11 +56,13 @@ def key(row: dict) -> tuple:
 
 
 def method(row: dict) -> tuple:
-    """(block, rule, hold): one table row and one plot line."""
-    return row["block"], row["rule"], row.get("hold", 0)
+    """(block, rule, hold): one table row and one plot line; a hold equal to the row's T
+    is "T" (so that hold = T forms one curve over T)."""
+    hold = row.get("hold", 0)
+    return row["block"], row["rule"], "T" if hold and hold == row["timesteps"] else hold
 
 
-def method_label(block: str, rule: str, hold: int) -> str:
+def method_label(block: str, rule: str, hold) -> str:
     return f"{rule}, hold {hold}" if hold else rule
 
 
@@ -157,7 +159,7 @@ def _order(var: tuple) -> tuple:
 
 def _method_order(m: tuple) -> tuple:
     block, rule, hold = m
-    return BLOCKS.index(block), RULES.index(rule) if rule in RULES else len(RULES), hold
+    return BLOCKS.index(block), RULES.index(rule) if rule in RULES else len(RULES), 1 << 30 if hold == "T" else hold
 
 
 def _title(var: tuple) -> str:
@@ -186,7 +188,7 @@ def write_markdown(rows: list, out: str, args) -> None:
              "batch cancelled through its bias, layer by layer from the input; docs/residual.md). "
              "`standard` blocks use skip layers (shortcut one step early on the chip); `restructured` relays the "
              "shortcut through IF neurons (matched latency, plain chain). `hold h` = every layer integrates h "
-             "steps before its firing window opens (a per-layer fire window on the chip: the deviation error "
+             "steps before its firing window opens (`hold T`: h equal to the column's T) (a per-layer fire window on the chip: the deviation error "
              "of uneven input mostly vanishes, entirely for h ≥ T; latency (h + 1) steps per layer, same "
              "spikes and synaptic operations; docs/residual.md).", ""]
     for var in variants:
