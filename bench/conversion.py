@@ -62,7 +62,7 @@ def method(row: dict) -> tuple:
     return row["block"], row["rule"], "T" if hold and hold == row["timesteps"] else hold
 
 
-def method_label(block: str, rule: str, hold) -> str:
+def method_label(rule: str, hold) -> str:
     return f"{rule}, hold {hold}" if hold else rule
 
 
@@ -118,8 +118,8 @@ def run(args) -> list:
         # clip = percentile for ReLU
         rules = [r for r in args.rules.split(",") if r.split("+")[0] != "clip" or act != "relu"]
         ann_acc = accuracy(ann, x_test, y_test)
-        steps = args.deep_timesteps if layers > 60 else args.timesteps
-        configs = [(t, block, rule, hold) for t in (int(s) for s in steps.split(",")) for block in args.blocks.split(",")
+        steps = [int(s) for s in (args.deep_timesteps if layers > 60 else args.timesteps).split(",")]
+        configs = [(t, block, rule, hold) for t in steps for block in args.blocks.split(",")
                    for rule in rules for hold in (int(h) for h in args.holds.split(","))]
         for t, block, rule, hold in configs:
             ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
@@ -139,7 +139,7 @@ def run(args) -> list:
                    "eval_seconds": round(time.time() - start - converted, 1),
                    "output_error_rms": result.report.layers[-1].total,
                    "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
-            if args.check and rule.startswith("tuned") and (hold or t == min(int(s) for s in steps.split(","))):
+            if args.check and rule.startswith("tuned") and (hold or t == min(steps)):
                 net, _ = result.export()
                 x = result.encode(x_test[:args.check], pad=True)
                 emulated = Emulator(net).run(x).output.sum(-1).reshape(len(x), -1)
@@ -188,9 +188,9 @@ def write_markdown(rows: list, out: str, args) -> None:
              "batch cancelled through its bias, layer by layer from the input; docs/residual.md). "
              "`standard` blocks use skip layers (shortcut one step early on the chip); `restructured` relays the "
              "shortcut through IF neurons (matched latency, plain chain). `hold h` = every layer integrates h "
-             "steps before its firing window opens (`hold T`: h equal to the column's T) (a per-layer fire window on the chip: the deviation error "
-             "of uneven input mostly vanishes, entirely for h ≥ T; latency (h + 1) steps per layer, same "
-             "spikes and synaptic operations; docs/residual.md).", ""]
+             "steps before its firing window opens, `hold T` = h equal to the column's T (a per-layer fire "
+             "window on the chip: the deviation error of uneven input mostly vanishes, entirely for h ≥ T; "
+             "latency (h + 1) steps per layer, same spikes and synaptic operations; docs/residual.md).", ""]
     for var in variants:
         sub = [r for r in rows if variant(r) == var]
         first = sub[0]
@@ -206,7 +206,7 @@ def write_markdown(rows: list, out: str, args) -> None:
             for t in ts:
                 r = next((r for r in sub if method(r) == (block, rule, hold) and r["timesteps"] == t), None)
                 cells.append("–" if r is None else f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}")
-            lines.append(f"| {block} | {method_label(block, rule, hold)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {block} | {method_label(rule, hold)} | " + " | ".join(cells) + " |")
         checks = [r["emulator_check"] for r in sub if "emulator_check" in r]
         if checks:
             lines += ["", f"Emulator vs torch fixed-point output counts: "
@@ -227,11 +227,11 @@ def write_markdown(rows: list, out: str, args) -> None:
             vs = "" if base is None else (f"; max-norm {base['block']} {base['accuracy_snn_fixed_point']:.3f} "
                                           f"({best['accuracy_snn_fixed_point'] - base['accuracy_snn_fixed_point']:+.3f})")
             top = max((r for k, r in sub.items() if k[3] == t), key=lambda r: r["accuracy_snn_fixed_point"])
-            lines.append(f"- {model}, T={t}: {method_label(block, tuned, hold)} + restructured "
+            lines.append(f"- {model}, T={t}: {method_label(tuned, hold)} + restructured "
                          f"{best['accuracy_snn_fixed_point']:.3f} vs ANN {best['accuracy_ann']:.3f} (gap "
                          f"{100 * gap:.1f} points; target ≤ 1 point at T ≤ 32: {'met' if gap <= 0.01 else 'not met'}; "
                          f"{t + best['latency']} steps on the chip){vs}; best here: "
-                         f"{method_label(top['block'], top['rule'], top.get('hold', 0))} + {top['block']} "
+                         f"{method_label(top['rule'], top.get('hold', 0))} + {top['block']} "
                          f"{top['accuracy_snn_fixed_point']:.3f} (gap "
                          f"{100 * (top['accuracy_ann'] - top['accuracy_snn_fixed_point']):.1f} points)")
     with open(os.path.join(out, "conversion.md"), "w") as f:
@@ -254,7 +254,7 @@ def plot(rows: list, out: str) -> None:
                          if method(r) == (block, rule, hold))
             ax.plot(*zip(*pts), "--" if block == "standard" else "-", color=colors.get(rule, "k"),
                     marker="s" if hold else "o", alpha=1.0 if not hold else 0.6,
-                    label=f"{method_label(block, rule, hold)}, {block}")
+                    label=f"{method_label(rule, hold)}, {block}")
         ax.axhline(sub[0]["accuracy_ann"], color="k", lw=1, label="ANN")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (input steps)")

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import InputError, Snn2LoihiError
-from .ir import Network, PoolLayer, SOFT_RESET_TYPE
+from .ir import SOFT_EXTENSIONS, SOFT_RESET_TYPE, Network, PoolLayer
 
 #: Modules of Intel's Loihi extension that the hardware path imports.
 LOIHI_MODULES = ("lava.magma.compiler.subcompilers.nc", "lava.utils.loihi2_profiler")
@@ -66,16 +66,12 @@ def soft_layers(net: Network) -> list:
             if getattr(layer, "neuron", None) is not None and layer.neuron.kind == SOFT_RESET_TYPE]
 
 
-#: Layer fields that extend the soft-reset neuron; stock netx cannot express them.
-EXTENSIONS = ("skip", "v_init", "fire_window")
-
-
 def soft_only_layers(net: Network) -> list:
     """Indices of layers with a residual ``skip``, a ``v_init`` or a ``fire_window``:
     extensions of the soft neuron that stock netx cannot express (no hard-reset export
     exists for them)."""
     return [i for i, layer in enumerate(net.layers)
-            if any(getattr(layer, name, None) is not None for name in EXTENSIONS)]
+            if any(getattr(layer, name, None) is not None for name in SOFT_EXTENSIONS)]
 
 
 def stock_netx_problems(net: Network) -> list:

@@ -514,11 +514,15 @@ def _fire_window(value) -> tuple[int, int]:
     return first, stop
 
 
+#: Layer fields that extend the soft-reset neuron (CUBA_SOFT only; stock netx cannot express them).
+SOFT_EXTENSIONS = ("skip", "v_init", "fire_window")
+
+
 def _check_extensions(layer, channels: int) -> None:
-    """Validate a layer's optional ``v_init``, ``skip`` and ``fire_window``: extensions of
-    the soft-reset neuron (CUBA_SOFT, which stock netx refuses rather than misread)."""
+    """Validate a layer's optional ``v_init``, ``skip`` and ``fire_window``
+    (``SOFT_EXTENSIONS``: CUBA_SOFT, which stock netx refuses rather than misread)."""
     skip = getattr(layer, "skip", None)
-    if layer.v_init is None and skip is None and layer.fire_window is None:
+    if all(getattr(layer, name, None) is None for name in SOFT_EXTENSIONS):
         return
     if layer.neuron is None or not layer.neuron.soft_reset:
         raise ValueError("v_init, skip and fire_window need soft-reset (CUBA_SOFT) neurons: stock netx would "

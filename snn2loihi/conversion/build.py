@@ -203,16 +203,18 @@ def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0
                  ) -> tuple[int, int]:
     """The neuron scale s (a power of two) and the coarse group's exponent e (0: one group).
 
-    s fits the bias, v_init and u (see module doc) and the weights of a skip. With a
-    ``hold`` of h steps, v also has to hold the charge gathered before the window opens
-    (no reset bounds it then): up to ``h·max ΣW⁺`` thresholds, but never more than
+    s fits the bias, v_init (``depth`` steps of bias) and u (see module doc) and the
+    weights of a skip. Without ``split`` it also fits every weight on the 8-bit grid
+    (``max|W|·s ≤ 254``). With ``split`` (a layer that may have a coarse group,
+    :func:`split_weights`) it is the power of two with the smallest summed squared rounding
+    error of the two groups; e is the smallest exponent that fits the largest weight. Ties
+    go to the smaller s.
+
+    With a ``hold`` of h steps, v also has to hold the charge gathered before the window
+    opens (no reset bounds it then): up to ``h·max ΣW⁺`` thresholds, but never more than
     ``2·(window + max Σ|W|)`` is kept free of the 24-bit clip: a neuron holding that much
     fires at every step of its ``window`` (T) steps anyway, and a larger charge clips
-    identically on every backend. Without
-    ``split`` it also fits every weight on the 8-bit grid (``max|W|·s ≤ 254``). With
-    ``split`` (a layer that may have a coarse group, :func:`split_weights`) it is the power
-    of two with the smallest summed squared rounding error of the two groups; e is the
-    smallest exponent that fits the largest weight. Ties go to the smaller s.
+    identically on every backend.
     """
     weights = [spec.main[0]] + ([spec.skip[0]] if spec.skip is not None else [])
     w_max = float(spec.main[0].abs().max())

@@ -16,7 +16,7 @@ from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neu
                     with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
-from .network import ConvertedNetwork, neuron_input, window
+from .network import ConvertedNetwork, fire_start, neuron_input, window
 from .report import ConversionReport, ErrorAccumulator
 from .thresholds import RULES, base_threshold
 
@@ -227,6 +227,9 @@ class _Builder:
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
         self.fixed_point, self.split_weights, self.hold = fixed_point, split_weights, int(hold)
+        #: T where a held layer front-loads its bias charge T·b' into v_init, else 0
+        #: (:func:`~.build.neuron_state`).
+        self.held_window = timesteps if self.hold else 0
         self.pops = plan(graph)
         where = locate(self.pops)
         self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
@@ -234,7 +237,7 @@ class _Builder:
         skips = any(s != [q - 1] for q, s in enumerate(self.sources) if q)
         # Aligned timing is exact only for a chain whose layers never fire before their window.
         self.timing = "device" if skips or bias_mode == "current" else "aligned"
-        self.latency = (len(self.pops) - 1) * (self.hold + 1)
+        self.latency = fire_start(len(self.pops) - 1, self.hold)
         self.thetas = {0: 1.0}
         self.scales: dict = {}
         self.errors: list = []
@@ -315,12 +318,12 @@ class _Builder:
         """Population q with node thresholds ``thetas``, in the pass's arithmetic (fixed
         point or float; the network switches to fixed point at the end)."""
         spec = layer_spec(self.graph, self.pops, q, {**self.thetas, **thetas}, self.u0)
-        # bias steps before the window: q·(h+1) as currents, or T front-loaded with a hold
-        scale, exp = choose_scale(spec, self.t if self.hold else q, split=self.split_weights and spec.skip is None
+        # bias steps in v_init: q (currents before the window) or T front-loaded with a hold
+        scale, exp = choose_scale(spec, self.held_window or q, split=self.split_weights and spec.skip is None
                                   and q >= 2, hold=self.hold, window=self.t)
         if exp:
             spec = with_coarse_group(spec, scale, q - 1)
-        current, v0 = neuron_state(spec, scale, q, self.bias_mode, self.t if self.hold else 0)
+        current, v0 = neuron_state(spec, scale, q, self.bias_mode, self.held_window)
         src, dst = self.pops[q - 1].shape, self.pops[q].shape
         block = make_block(spec, scale, src, dst, current, v0)
         skip = None
@@ -347,7 +350,7 @@ class _Builder:
                               for n in pop.nodes])
             spec = layer.spec
             trial = replace(spec, bias=spec.bias * rows)
-            v0 = neuron_state(trial, layer.scale, q, self.bias_mode, self.t if self.hold else 0)[1]
+            v0 = neuron_state(trial, layer.scale, q, self.bias_mode, self.held_window)[1]
             block.neuron.v_init = None if v0 is None else v0.float()
         kept = []
         src, skip_src = spikes[q - 1], spikes.get(layer.spec.skip_source)
@@ -359,12 +362,12 @@ class _Builder:
                 s_in = src[part].float()
                 if s_in.dim() == 5 and len(pop.shape) == 1:
                     s_in = s_in.reshape(s_in.shape[0], -1, s_in.shape[-1])
-                a, first = neuron_input(block, s_in, None if layer.skip is None else skip_src[part].float(),
-                                        self.timing, q, self.hold, self.t)
+                a, span = neuron_input(block, s_in, None if layer.skip is None else skip_src[part].float(),
+                                       self.timing, q, self.hold, self.t)
                 if trial_scale is not None:
                     a = a * rows.float().reshape((1, -1) + (1,) * (a.dim() - 2))
                 s = block.neuron(a)
-                steps = first + self.t  # inputs and spikes up to the end of the window count
+                steps = span.start + self.t  # inputs and spikes up to the end of the window count
                 charge = a[..., :steps].sum(-1)
                 if block.neuron.v_init is not None:
                     charge = charge + block.neuron.v_init.reshape((-1,) + (1,) * (a.dim() - 3))
@@ -373,7 +376,7 @@ class _Builder:
                     ch = pop.channels(k, self.graph)
                     accs[n].add(count[:, ch], charge[:, ch], acts[n][part], thetas[n], self.t, layer.spec.u0[ch])
                 if keep:
-                    kept.append(window(s, first, self.timing, self.t if self.hold else None).bool())
+                    kept.append(window(s, span, self.timing).bool())
         finally:
             if layer.skip is not None:
                 del block.skip

@@ -89,6 +89,12 @@ def layer_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], tim
     return torch.cat(parts, dim=-1) if len(parts) > 1 else a
 
 
+def fire_start(depth: int, hold: int) -> int:
+    """The device step at which the firing window of a block at ``depth`` opens (its
+    latency): one step per synapse hop, plus the hold of each layer."""
+    return depth * (hold + 1)
+
+
 def aligned_frame(block, depth: int, hold: int) -> tuple[int, int]:
     """(lead, first) of a block at ``depth`` in aligned timing with a hold of ``hold`` steps:
     the bias-only steps before its input arrives (device steps ``0 .. d + (d-1)·h - 1``)
@@ -102,17 +108,19 @@ def aligned_frame(block, depth: int, hold: int) -> tuple[int, int]:
 
 
 def neuron_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, depth: int,
-                 hold: int = 0, timesteps: Optional[int] = None) -> tuple[torch.Tensor, int]:
-    """(everything the neurons of a block at ``depth`` receive, the step its window opens),
-    with the neuron's firing window set for that input when there is a ``hold`` (module doc)."""
+                 hold: int = 0, timesteps: Optional[int] = None) -> tuple[torch.Tensor, slice]:
+    """(everything the neurons of a block at ``depth`` receive, its window on that input's
+    time axis), with the neuron's firing window set for that input when there is a
+    ``hold`` (module doc). The window runs to the end of the input without a hold."""
     if timing == "device":
-        first = depth * (hold + 1)
+        first = fire_start(depth, hold)
         a = layer_input(block, s, skip_spikes, timing, 0)
     else:
         lead, first = aligned_frame(block, depth, hold)
         a = layer_input(block, s, skip_spikes, timing, lead, hold)
-    block.neuron.fire_window = (first, first + timesteps) if hold else None
-    return a, first
+    span = slice(first, first + timesteps if hold else None)
+    block.neuron.fire_window = (span.start, span.stop) if hold else None
+    return a, span
 
 
 def bias_steps(block, like: torch.Tensor, steps: int) -> torch.Tensor:
@@ -124,16 +132,16 @@ def bias_steps(block, like: torch.Tensor, steps: int) -> torch.Tensor:
     return out
 
 
-def window(s: torch.Tensor, first: int, timing: str, timesteps: Optional[int] = None) -> torch.Tensor:
+def window(s: torch.Tensor, span: slice, timing: str) -> torch.Tensor:
     """The spikes later blocks see: all steps in device timing; in aligned timing the
-    block's window (from frame step ``first``, ``timesteps`` long, or to the end), after
-    checking that it was silent before it."""
+    block's window ``span`` (:func:`neuron_input`), after checking that it was silent
+    before it."""
     if timing == "device":
         return s
-    if bool(s[..., :first].any()):
+    if bool(s[..., :span.start].any()):
         raise ConversionError("a block fires before its input arrives: aligned timing would drop those "
                               "spikes; use timing='device'")
-    return s[..., first:first + timesteps] if timesteps is not None else s[..., first:]
+    return s[..., span]
 
 
 class ConvertedNetwork(SpikingNetwork):
@@ -169,13 +177,14 @@ class ConvertedNetwork(SpikingNetwork):
             if self.hold and hasattr(block, "synapse"):
                 #: The block's firing window in device steps of a sample (exported as the
                 #: layer's ``fire_window``).
-                block.fire_window = (depth * (self.hold + 1), depth * (self.hold + 1) + self.timesteps)
+                start = fire_start(depth, self.hold)
+                block.fire_window = (start, start + self.timesteps)
 
     @property
     def latency(self) -> int:
         """Steps from an input to the last block's response (one per synapse layer, plus
         the hold of each)."""
-        return self.depths[-1] * (self.hold + 1)
+        return fire_start(self.depths[-1], self.hold)
 
 
     @property
@@ -197,9 +206,9 @@ class ConvertedNetwork(SpikingNetwork):
         for i, block in enumerate(self.blocks):
             if hasattr(block, "synapse"):
                 skip = getattr(block, "skip", None)
-                a, first = neuron_input(block, x, None if skip is None else outputs[skip.source], timing,
-                                        self.depths[i], self.hold, self.timesteps)
-                x = window(block.neuron(a), first, timing, self.timesteps if self.hold else None)
+                a, span = neuron_input(block, x, None if skip is None else outputs[skip.source], timing,
+                                       self.depths[i], self.hold, self.timesteps)
+                x = window(block.neuron(a), span, timing)
             else:
                 x = block(x)
             outputs.append(x if record or i in needed else None)
