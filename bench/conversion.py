@@ -1,7 +1,7 @@
 """ANN → SNN conversion on Fashion-MNIST: accuracy vs T for threshold rules × residual blocks.
 
     .venv/bin/python bench/conversion.py [--models 20,110,56] [--timesteps 4,8,16,32,64,128] \\
-        [--deep-timesteps 4,8,16,32] [--test 200] [--calib 128] [--ann-dir bench/ann] \\
+        [--deep-timesteps 4,8,16,32] [--holds 0,T] [--test 10000] [--calib 128] [--ann-dir bench/ann] \\
         [--activation relu|qcfs --levels 8 --width 4]
 
 For every CIFAR-style ResNet (``models/ann.py``, ReLU or clip-floor-shift activation;
@@ -49,10 +49,10 @@ BLOCKS = ("standard", "restructured")
 
 
 def key(row: dict) -> tuple:
-    """What identifies a configuration (rows from before the activation, bias and hold
-    columns are ReLU with timed biases and no hold)."""
-    return (row["model"], row.get("activation", "relu"), row.get("width"), row.get("bias", "timed"), row["rule"],
-            row["block"], row["timesteps"], row.get("hold", 0))
+    """What identifies a measurement: the variant (model, activation, width, bias, test
+    images) and the configuration (rule, block, T, hold). Rows from before the activation,
+    bias and hold columns are ReLU with timed biases and no hold."""
+    return variant(row) + (row["rule"], row["block"], row["timesteps"], row.get("hold", 0))
 
 
 def method(row: dict) -> tuple:
@@ -67,8 +67,10 @@ def method_label(rule: str, hold) -> str:
 
 
 def variant(row: dict) -> tuple:
-    """(model, activation, width, bias): one table and one plot panel."""
-    return key(row)[:4]
+    """(model, activation, width, bias, test images): one table (and one plot panel where
+    the whole test set was used)."""
+    return (row["model"], row.get("activation", "relu"), row.get("width"), row.get("bias", "timed"),
+            row["test_samples"])
 
 
 def atomic_json(path: str, data) -> None:
@@ -119,11 +121,11 @@ def run(args) -> list:
         rules = [r for r in args.rules.split(",") if r.split("+")[0] != "clip" or act != "relu"]
         ann_acc = accuracy(ann, x_test, y_test)
         steps = [int(s) for s in (args.deep_timesteps if layers > 60 else args.timesteps).split(",")]
-        configs = [(t, block, rule, hold) for t in steps for block in args.blocks.split(",")
-                   for rule in rules for hold in (int(h) for h in args.holds.split(","))]
+        configs = [(t, block, rule, t if hold == "T" else int(hold)) for t in steps
+                   for block in args.blocks.split(",") for rule in rules for hold in args.holds.split(",")]
         for t, block, rule, hold in configs:
             ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
-                     "rule": rule, "block": block, "timesteps": t, "hold": hold}
+                     "test_samples": len(x_test), "rule": rule, "block": block, "timesteps": t, "hold": hold}
             if key(ident) in done:
                 continue
             start = time.time()
@@ -134,7 +136,7 @@ def run(args) -> list:
             row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
                    "accuracy_snn_float": float(np.mean(counts[False].argmax(1) == y_test)),
                    "accuracy_snn_fixed_point": float(np.mean(counts[True].argmax(1) == y_test)),
-                   "test_samples": len(x_test), "calib_samples": len(calib), "latency": result.latency,
+                   "calib_samples": len(calib), "latency": result.latency, "on_counts": result.snn.collapsible,
                    "timing": result.timing, "convert_seconds": round(converted, 1),
                    "eval_seconds": round(time.time() - start - converted, 1),
                    "output_error_rms": result.report.layers[-1].total,
@@ -154,7 +156,7 @@ def run(args) -> list:
 
 
 def _order(var: tuple) -> tuple:
-    return int(var[0].split("-")[1]), var[1], var[2] or 0, var[3]
+    return int(var[0].split("-")[1]), var[1], var[2] or 0, var[3], -var[4]
 
 
 def _method_order(m: tuple) -> tuple:
@@ -163,8 +165,8 @@ def _method_order(m: tuple) -> tuple:
 
 
 def _title(var: tuple) -> str:
-    model, act, width, bias = var
-    return f"{model}, {act}, width {width}, {bias} bias"
+    model, act, width, bias, test = var
+    return f"{model}, {act}, width {width}, {bias} bias, {test} test images"
 
 
 def write_markdown(rows: list, out: str, args) -> None:
@@ -195,7 +197,7 @@ def write_markdown(rows: list, out: str, args) -> None:
         sub = [r for r in rows if variant(r) == var]
         first = sub[0]
         lines += [f"## {_title(var)} ({first['layers']} weight layers, ANN accuracy "
-                  f"{first['accuracy_ann']:.4f} on these {first['test_samples']} test images; ANN trained "
+                  f"{first['accuracy_ann']:.4f} on these test images; ANN trained "
                   f"{first['ann_train']['epochs']} epochs on {first['ann_train']['train_images']} images, "
                   f"{first['ann_train']['device']}; {first['calib_samples']} calibration images)", "",
                   "| block | rule | " + " | ".join(f"T={t}" for t in sorted({r['timesteps'] for r in sub})) + " |",
@@ -220,12 +222,14 @@ def write_markdown(rows: list, out: str, args) -> None:
         for t, (block, tuned, hold) in ((t, m) for t in sorted({k[3] for k in sub})
                                         for m in sorted({k[:3] for k in sub}, key=_method_order)):
             best = sub.get((block, tuned, hold, t))
-            base = next((sub[k] for k in (("standard", "max", 0, t), ("restructured", "max", 0, t)) if k in sub), None)
+            bases = [sub[k] for k in sorted((k for k in sub if k[1] == "max" and k[3] == t),
+                                            key=lambda k: _method_order(k[:3]))]
             if block != "restructured" or not tuned.startswith("tuned") or best is None:
                 continue
             gap = best["accuracy_ann"] - best["accuracy_snn_fixed_point"]
-            vs = "" if base is None else (f"; max-norm {base['block']} {base['accuracy_snn_fixed_point']:.3f} "
-                                          f"({best['accuracy_snn_fixed_point'] - base['accuracy_snn_fixed_point']:+.3f})")
+            vs = "".join(f"; max-norm {b['block']}{', hold ' + str(method(b)[2]) if b.get('hold') else ''} "
+                         f"{b['accuracy_snn_fixed_point']:.3f} "
+                         f"({best['accuracy_snn_fixed_point'] - b['accuracy_snn_fixed_point']:+.3f})" for b in bases)
             top = max((r for k, r in sub.items() if k[3] == t), key=lambda r: r["accuracy_snn_fixed_point"])
             lines.append(f"- {model}, T={t}: {method_label(tuned, hold)} + restructured "
                          f"{best['accuracy_snn_fixed_point']:.3f} vs ANN {best['accuracy_ann']:.3f} (gap "
@@ -244,7 +248,8 @@ def plot(rows: list, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = sorted({variant(r) for r in rows}, key=_order)
+    full = max(r["test_samples"] for r in rows)
+    variants = sorted({variant(r) for r in rows if r["test_samples"] == full}, key=_order)
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
     for ax, var in zip(axes[0], variants):
         sub = [r for r in rows if variant(r) == var]
@@ -273,8 +278,9 @@ def main(argv=None) -> int:
     p.add_argument("--deep-timesteps", default="4,8,16,32", help="T for models with more than 60 layers")
     p.add_argument("--rules", default=",".join(RULES))
     p.add_argument("--blocks", default=",".join(BLOCKS))
-    p.add_argument("--holds", default="0", help="comma-separated holds (steps each layer integrates before firing)")
-    p.add_argument("--test", type=int, default=200)
+    p.add_argument("--holds", default="0,T", help="comma-separated holds (steps each layer integrates before "
+                   "firing); T: equal to each configuration's T (then the SNN is evaluated on spike counts)")
+    p.add_argument("--test", type=int, default=10000, help="first test images (10000: all of Fashion-MNIST's)")
     p.add_argument("--calib", type=int, default=128)
     p.add_argument("--check", type=int, default=8, help="emulator spot check images")
     p.add_argument("--ann-dir", default="bench/ann")

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from models.ann import resnet
-from snn2loihi.conversion import convert
+from snn2loihi.conversion import convert, converter
+from snn2loihi.conversion.errors import ConversionError
+from snn2loihi.conversion.network import front_loaded
 from snn2loihi.errors import NetxFormatError
 from snn2loihi.ir import DenseLayer, InputLayer, Network, NeuronSpec
 from snn2loihi.netx import read_network, write_network
@@ -80,7 +82,8 @@ def _held_resnet(hold: int, timesteps: int, **options):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     x = torch.rand(8, 1, 8, 8)
-    return convert(ann, x[:5], timesteps, rule="tuned", block="restructured", hold=hold, **options), x[5:]
+    options = {"rule": "tuned", "block": "restructured", **options}
+    return convert(ann, x[:5], timesteps, hold=hold, **options), x[5:]
 
 
 def test_held_resnet_backends_agree_at_every_layer():
@@ -142,3 +145,83 @@ def test_windowed_neuron_fast_path_equals_the_reference_loop(fixed_point):
             reference = neuron.forward_reference(z)
         assert fast[..., :window[0]].sum() == 0 and fast[..., window[1]:].sum() == 0 and fast.sum() > 0
         torch.testing.assert_close(fast, reference, rtol=0, atol=0)
+
+
+def test_window_count_by_hand():
+    """A neuron holding charge Q fires while v > θ, subtracting θ: ⌈Q/θ⌉ - 1 spikes, at most
+    the window. Fixed point on the chip's grid (θ = 64·64 = 4096 units at scale 64): one
+    unit above a multiple of θ is one more spike; a charge that could have clipped v is
+    declined."""
+    neuron = Neuron(threshold=1.0, fixed_point=False)
+    charge = torch.tensor([[-3.0, 0.5, 1.0, 1.5, 2.0, 2.25, 40.0]])
+    assert neuron.window_count(charge, 16).tolist() == [[0, 0, 0, 1, 1, 2, 16]]
+    neuron.v_init = torch.full((7,), 0.75)  # added to the charge
+    assert neuron.window_count(charge, 16).tolist() == [[0, 1, 1, 2, 2, 2, 16]]
+    fixed = Neuron(threshold=1.0, fixed_point=True)
+    unit = 1 / fixed.s_scale
+    charge = torch.tensor([[1.0, 1.0 + unit, 2.0, 2.0 + unit, 3.0 - unit]], dtype=torch.float64)
+    assert fixed.window_count(charge, 8, reach=charge.abs()).tolist() == [[0, 1, 1, 2, 2]]
+    # reach r = |W|·N bounds the input's partial sums by (r + a)/2 above and (r - a)/2 below:
+    # they may reach ±(2^23 - 1) units, not one unit more, and v_init adds to them
+    limit = ((1 << 23) - 1) * unit
+    assert fixed.window_count(charge, 8, reach=2 * limit - charge) is not None
+    assert fixed.window_count(charge, 8, reach=2 * limit - charge + 2 * unit) is None
+    assert fixed.window_count(-charge, 8, reach=2 * limit - charge + 2 * unit) is None
+    fixed.v_init = torch.full((5,), unit)
+    assert fixed.window_count(charge, 8, reach=2 * limit - charge) is None
+
+
+@pytest.mark.parametrize("block", ["restructured", "standard"])
+@pytest.mark.parametrize("fixed_point", [True, False])
+def test_held_network_runs_on_counts(block, fixed_point):
+    """With hold ≥ T every block fires its N spikes at the first N steps of its window (the
+    recorded device-timing trains equal ``front_loaded`` counts at every block), so the count
+    run gives the step-by-step counts at every block, in fixed point and in float64."""
+    t = 4
+    result, _ = _held_resnet(t, t, block=block)
+    images = torch.rand(16, 1, 8, 8)
+    snn = result.snn.double()
+    snn.set_fixed_point(fixed_point)
+    assert snn.collapsible
+    x = torch.as_tensor(result.encode(images, pad=True), dtype=torch.float64)
+    with torch.no_grad():
+        _, trains = snn(x, record=True, timing="device")
+    _, counts = snn.count_forward(torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1), record=True)
+    for index, block_ in enumerate(snn.blocks):
+        if index and hasattr(block_, "synapse"):
+            first = block_.fire_window[0]
+            torch.testing.assert_close(front_loaded(counts[index], first, x.shape[-1]).double(), trains[index],
+                                       rtol=0, atol=0, msg=f"block {index}")
+    assert counts[-1].sum() > 0
+    np.testing.assert_array_equal(result.counts(images, fixed_point=fixed_point, dtype=torch.float64),
+                                  result.counts(images, fixed_point=fixed_point, dtype=torch.float64, collapse=False))
+
+
+def test_count_run_declines_where_v_might_clip_and_needs_a_full_hold():
+    """A block whose initial voltage sits next to the 24-bit limit: the count run declines
+    (None) and ``counts`` falls back to the step-by-step run. With hold < T counts do not
+    determine the output and count_forward refuses."""
+    t = 4
+    result, images = _held_resnet(t, t)
+    block = result.snn.blocks[3]
+    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 8) / block.neuron.s_scale)
+    x = torch.as_tensor(result.encode(images), dtype=torch.float32).sum(-1)
+    assert result.snn.count_forward(x) is None
+    np.testing.assert_array_equal(result.counts(images), result.counts(images, collapse=False))
+    short, _ = _held_resnet(t - 1, t)
+    assert not short.snn.collapsible
+    with pytest.raises(ConversionError, match="hold >= timesteps"):
+        short.snn.count_forward(x)
+
+
+@pytest.mark.parametrize("block", ["restructured", "standard"])
+def test_conversion_on_counts_equals_the_step_by_step_pass(block, monkeypatch):
+    """With hold ≥ T the converter's calibration pass runs on counts; forcing every batch
+    through the step-by-step fallback (on the trains the counts stand for) chooses the same
+    thresholds and measures the same errors."""
+    fast, images = _held_resnet(4, 4, block=block, correct=True)
+    monkeypatch.setattr(converter, "held_counts", lambda *args, **kwargs: None)
+    slow, _ = _held_resnet(4, 4, block=block, correct=True)
+    assert fast.thresholds == slow.thresholds
+    assert [layer.total for layer in fast.report.layers] == [layer.total for layer in slow.report.layers]
+    np.testing.assert_array_equal(fast.counts(images), slow.counts(images))

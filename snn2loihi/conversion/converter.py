@@ -16,7 +16,7 @@ from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neu
                     with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
-from .network import ConvertedNetwork, fire_start, neuron_input, window
+from .network import ConvertedNetwork, fire_start, front_loaded, held_counts, neuron_input, window
 from .report import ConversionReport, ErrorAccumulator
 from .thresholds import RULES, base_threshold
 
@@ -88,18 +88,23 @@ class ConversionResult:
 
     @torch.no_grad()
     def counts(self, images, fixed_point: bool = True, batch_size: int = 64,
-               dtype: torch.dtype = torch.float32) -> np.ndarray:
+               dtype: torch.dtype = torch.float32, collapse: bool = True) -> np.ndarray:
         """Output spike counts (N, classes) of the torch network.
 
         In fixed point (float32 holds the chip's integers exactly here) the counts equal
-        the emulator's; in float the weights are unquantized.
+        the emulator's; in float the weights are unquantized. With ``collapse`` a network
+        whose hold covers its window (``snn.collapsible``) runs on spike counts
+        (:meth:`ConvertedNetwork.count_forward`: the same counts, T times less work); a
+        batch where a 24-bit clip cannot be ruled out runs step by step.
         """
         self.snn.set_fixed_point(fixed_point)
+        snn = self.snn.to(dtype)
         try:
             out = []
             for start in range(0, len(images), batch_size):
                 x = torch.as_tensor(self.encode(images[start:start + batch_size]), dtype=dtype)
-                out.append(self.snn.to(dtype)(x, timing=self.timing).sum(-1).cpu().numpy())
+                counts = snn.count_forward(x.sum(-1)) if collapse and snn.collapsible else None
+                out.append((snn(x, timing=self.timing).sum(-1) if counts is None else counts).cpu().numpy())
             return np.concatenate(out).astype(np.int64)
         finally:
             self.snn.to(torch.float32)
@@ -238,6 +243,11 @@ class _Builder:
         # Aligned timing is exact only for a chain whose layers never fire before their window.
         self.timing = "device" if skips or bias_mode == "current" else "aligned"
         self.latency = fire_start(len(self.pops) - 1, self.hold)
+        #: With hold ≥ T every layer runs on spike counts (``held_counts``): ``spikes`` then
+        #: holds counts (N, *shape); a batch that might clip v runs step by step on the
+        #: trains those counts stand for (``front_loaded``; the input's own trains in ``trains0``).
+        self.collapsed = self.hold >= timesteps and bias_mode != "current"
+        self.trains0: Optional[torch.Tensor] = None
         self.thetas = {0: 1.0}
         self.scales: dict = {}
         self.errors: list = []
@@ -246,6 +256,8 @@ class _Builder:
         """Convert every population in order; return the network (fixed point on)."""
         pad = self.latency if self.timing == "device" else 0
         spikes = {0: torch.as_tensor(encode(self.x, self.t, self.u0, pad), dtype=torch.bool)}
+        if self.collapsed:
+            self.trains0, spikes[0] = spikes[0], spikes[0].sum(-1, dtype=torch.float32)
         acts = {0: self.x}
         nodes = self.graph.nodes
         node_last = {m: max((i for i, n in enumerate(nodes) for op in n.ops if op.source == m), default=-1)
@@ -345,6 +357,7 @@ class _Builder:
         ``trial_scale`` evaluates thresholds c·θ on a layer built for θ: each node's input
         is divided by its c and its initial voltage recomputed (exact in float)."""
         pop, nodes, block = self.pops[q], self.graph.nodes, layer.block
+        rows = None
         if trial_scale is not None:
             rows = torch.cat([torch.full((nodes[n].shape[0],), 1.0 / trial_scale[n], dtype=torch.float64)
                               for n in pop.nodes])
@@ -353,31 +366,50 @@ class _Builder:
             v0 = neuron_state(trial, layer.scale, q, self.bias_mode, self.held_window)[1]
             block.neuron.v_init = None if v0 is None else v0.float()
         kept = []
-        src, skip_src = spikes[q - 1], spikes.get(layer.spec.skip_source)
+        sources = {"main": q - 1, "skip": layer.spec.skip_source}
         if layer.skip is not None:
             block.skip = layer.skip
         try:
             for start in range(0, len(self.x), self.batch):
                 part = slice(start, start + self.batch)
-                s_in = src[part].float()
-                if s_in.dim() == 5 and len(pop.shape) == 1:
-                    s_in = s_in.reshape(s_in.shape[0], -1, s_in.shape[-1])
-                a, span = neuron_input(block, s_in, None if layer.skip is None else skip_src[part].float(),
-                                       self.timing, q, self.hold, self.t)
-                if trial_scale is not None:
-                    a = a * rows.float().reshape((1, -1) + (1,) * (a.dim() - 2))
-                s = block.neuron(a)
-                steps = span.start + self.t  # inputs and spikes up to the end of the window count
-                charge = a[..., :steps].sum(-1)
-                if block.neuron.v_init is not None:
-                    charge = charge + block.neuron.v_init.reshape((-1,) + (1,) * (a.dim() - 3))
-                count = s[..., :steps].sum(-1)
+                batch = {k: spikes[p][part].float() for k, p in sources.items() if p is not None}
+                held = None
+                if self.collapsed:
+                    main = batch["main"].flatten(1) if len(pop.shape) == 1 else batch["main"]
+                    held = held_counts(block, main, batch.get("skip"), self.t, rows)
+                if held is not None:
+                    count, a = held
+                    charge = a if block.neuron.v_init is None else a + block.neuron.v_init.reshape(
+                        (-1,) + (1,) * (a.dim() - 2))
+                else:
+                    s, a, span = self._step_by_step(q, block, batch, sources, part, rows)
+                    steps = span.start + self.t  # inputs and spikes up to the end of the window count
+                    charge = a[..., :steps].sum(-1)
+                    if block.neuron.v_init is not None:
+                        charge = charge + block.neuron.v_init.reshape((-1,) + (1,) * (a.dim() - 3))
+                    count = s[..., :steps].sum(-1)
                 for k, n in enumerate(pop.nodes):
                     ch = pop.channels(k, self.graph)
                     accs[n].add(count[:, ch], charge[:, ch], acts[n][part], thetas[n], self.t, layer.spec.u0[ch])
                 if keep:
-                    kept.append(window(s, span, self.timing).bool())
+                    kept.append(count if self.collapsed else window(s, span, self.timing).bool())
         finally:
             if layer.skip is not None:
                 del block.skip
         return torch.cat(kept) if keep else None
+
+    def _step_by_step(self, q: int, block, batch: dict, sources: dict, part: slice, rows: Optional[torch.Tensor]):
+        """(spikes, neuron input, window span) of population q for one calibration batch,
+        stepped through time; in a collapsed pass on the trains its sources' counts stand for."""
+        if self.collapsed:
+            steps = self.latency + self.t if self.timing == "device" else self.t
+            batch = {k: (self.trains0[part].float() if sources[k] == 0 else
+                         front_loaded(c, fire_start(sources[k], self.hold) if self.timing == "device" else 0,
+                                      steps).float())
+                     for k, c in batch.items()}
+        if batch["main"].dim() == 5 and len(self.pops[q].shape) == 1:
+            batch["main"] = batch["main"].flatten(1, 3)
+        a, span = neuron_input(block, batch["main"], batch.get("skip"), self.timing, q, self.hold, self.t)
+        if rows is not None:
+            a = a * rows.float().reshape((1, -1) + (1,) * (a.dim() - 2))
+        return block.neuron(a), a, span

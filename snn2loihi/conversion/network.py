@@ -31,9 +31,19 @@ rounded charge for u0 = θ/2): no
 deviation error at all (research notes §4.3). The price is latency, ``d·(h+1)`` steps
 to depth d instead of d; spikes and synaptic operations do not grow (related: the
 pre-charged membrane and delayed evaluation of Hwang et al., Front. Neurosci. 2021).
+
+**Counts suffice with h ≥ T** (:meth:`ConvertedNetwork.count_forward`). Then every block
+fires its N spikes at the first N steps of its window, and what it sends on is fixed by N
+alone: the charge of the next block is ``W·N`` whatever the order in which the spikes
+came. The network then runs on one frame of counts per block instead of T + h steps, which
+is what a whole test set needs (about T times less convolution). In fixed point it equals
+the step-by-step run exactly wherever ``|v_init| + |W|·N`` (skip included) stays inside
+the 24-bit range, so that no partial sum can have been clipped; :meth:`count_forward`
+checks that per block and otherwise declines.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from typing import Optional, Sequence
 
 import torch
@@ -41,6 +51,7 @@ from lava.lib.dl.slayer.block import base
 from lava.lib.dl.slayer.synapse import layer as slayer_synapse
 
 from ..blocks.network import SpikingNetwork
+from ..ir import DECAY_UNITY
 from ..quantize import group_quantizer
 from ..sim.synapses import shift_one_step
 from .errors import ConversionError
@@ -74,15 +85,51 @@ class SkipSynapse(torch.nn.Module):
         return self.synapse(s)
 
 
+def synaptic_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor]) -> torch.Tensor:
+    """The weighted spikes a block's neurons receive per step, its synapse plus its skip
+    group (N, *out, T); no delay, no bias steps."""
+    a = block.synapse(s)
+    skip = getattr(block, "skip", None)
+    return a if skip is None else a + skip(skip_spikes)
+
+
+def held_counts(block, counts: torch.Tensor, skip_counts: Optional[torch.Tensor], timesteps: int,
+                gain: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(spike counts, input charge a), both (N, *out), of a block with a hold of at least its
+    window of ``timesteps`` steps, whose sources sent ``counts`` (N, *in) and ``skip_counts``
+    spikes (module doc): ``a = W·counts (+ W_skip·skip_counts)``, times the per-channel
+    ``gain`` (C,) if given. None in fixed point where a 24-bit clip cannot be ruled out
+    (:meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count`)."""
+    frames = [counts.unsqueeze(-1), None if skip_counts is None else skip_counts.unsqueeze(-1)]
+    a = synaptic_input(block, *frames)[..., 0]
+    reach = None
+    if block.neuron.fixed_point:
+        skip = getattr(block, "skip", None)
+        with ExitStack() as stack:
+            for synapse in [block.synapse] + ([] if skip is None else [skip.synapse]):
+                stack.enter_context(absolute_weights(synapse))
+            reach = synaptic_input(block, *frames)[..., 0]
+    if gain is not None:
+        gain = gain.to(a.dtype).reshape((1, -1) + (1,) * (a.dim() - 2))
+        a, reach = a * gain, None if reach is None else reach * gain
+    n = block.neuron.window_count(a, timesteps, reach)
+    return None if n is None else (n, a)
+
+
+def front_loaded(counts: torch.Tensor, first: int, steps: int) -> torch.Tensor:
+    """The spike trains (N, ..., steps) of held blocks (hold ≥ window) that sent ``counts``
+    (N, ...): all charge is in when the window opens at step ``first``, so a block fires
+    its N spikes at steps ``first .. first + N - 1``."""
+    t = torch.arange(steps, device=counts.device) - first
+    return (t >= 0) & (t < counts.unsqueeze(-1))
+
+
 def layer_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, lead: int,
                 trail: int = 0) -> torch.Tensor:
     """Everything a block's neurons receive per step, (N, *out, steps): its synapse (plus
     skip) output, shifted by the one-step synaptic delay in device timing; in aligned timing
     preceded by ``lead`` and followed by ``trail`` bias-only steps (:func:`aligned_frame`)."""
-    a = block.synapse(s)
-    skip = getattr(block, "skip", None)
-    if skip is not None:
-        a = a + skip(skip_spikes)
+    a = synaptic_input(block, s, skip_spikes)
     if timing == "device":  # the synapse output arrives one step later; the bias acts from step 0
         return torch.cat([bias_steps(block, a, 1), shift_one_step(a)[..., 1:]], dim=-1)
     parts = [bias_steps(block, a, lead)] * bool(lead) + [a] + [bias_steps(block, a, trail)] * bool(trail)
@@ -121,6 +168,17 @@ def neuron_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], ti
     span = slice(first, first + timesteps if hold else None)
     block.neuron.fire_window = (span.start, span.stop) if hold else None
     return a, span
+
+
+@contextmanager
+def absolute_weights(synapse: torch.nn.Module):
+    """Within the block, ``synapse`` applies |W| (of its quantized weights in fixed point)."""
+    hook = synapse.pre_hook_fx
+    synapse.pre_hook_fx = torch.abs if hook is None else (lambda w: hook(w).abs())
+    try:
+        yield
+    finally:
+        synapse.pre_hook_fx = hook
 
 
 def bias_steps(block, like: torch.Tensor, steps: int) -> torch.Tensor:
@@ -213,6 +271,45 @@ class ConvertedNetwork(SpikingNetwork):
                 x = block(x)
             outputs.append(x if record or i in needed else None)
         return (x, outputs) if record else x
+
+    @property
+    def collapsible(self) -> bool:
+        """Whether spike counts alone determine every block's output (module doc): a hold
+        h ≥ T, soft-reset integrate-and-fire neurons and no bias current (a held layer's
+        bias is in its ``v_init``)."""
+        neurons = [b.neuron for b in self.blocks if hasattr(b, "synapse")]
+        return (self.hold > 0 and self.hold >= self.timesteps
+                and all(b.synapse.bias is None for b in self.blocks if hasattr(b, "synapse"))
+                and all(n.reset == "soft" and n.cx_current_decay == DECAY_UNITY and n.cx_voltage_decay == 0
+                        for n in neurons))
+
+    @torch.no_grad()
+    def count_forward(self, counts: torch.Tensor, record: bool = False):
+        """Output spike counts (N, F) for input spike counts (N, *input_shape) over the T-step
+        input window, without stepping through time (needs :attr:`collapsible`).
+
+        Each block's neurons open their window holding ``v_init + W·N_in`` (skip group
+        included) and fire :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` spikes.
+        Returns None in fixed point when a block's ``|v_init| + |W|·N_in`` reaches the
+        24-bit limit, where the step-by-step run may have clipped v (then use ``forward``).
+        With ``record=True`` also a list with every block's counts, (N, *shape).
+        """
+        if not self.collapsible:
+            raise ConversionError("count_forward needs a hold of at least the window (hold >= timesteps) "
+                                  "and integrate-and-fire neurons without bias currents")
+        needed = {b.skip.source for b in self.blocks if getattr(b, "skip", None) is not None}
+        outputs: list = []
+        for i, block in enumerate(self.blocks):
+            if hasattr(block, "synapse"):
+                skip = getattr(block, "skip", None)
+                held = held_counts(block, counts, None if skip is None else outputs[skip.source], self.timesteps)
+                if held is None:
+                    return None
+                counts = held[0]
+            else:
+                counts = block(counts.unsqueeze(-1))[..., 0]
+            outputs.append(counts if record or i in needed else None)
+        return (counts, outputs) if record else counts
 
     def set_fixed_point(self, enabled: bool) -> None:
         """Chip arithmetic (True) or unquantized weights (False), skip synapses included.
