@@ -160,15 +160,19 @@ def test_window_count_by_hand():
     fixed = Neuron(threshold=1.0, fixed_point=True)
     unit = 1 / fixed.s_scale
     charge = torch.tensor([[1.0, 1.0 + unit, 2.0, 2.0 + unit, 3.0 - unit]], dtype=torch.float64)
-    assert fixed.window_count(charge, 8, reach=charge.abs()).tolist() == [[0, 1, 1, 2, 2]]
-    # reach r = |W|·N bounds the input's partial sums by (r + a)/2 above and (r - a)/2 below:
-    # they may reach ±(2^23 - 1) units, not one unit more, and v_init adds to them
-    limit = ((1 << 23) - 1) * unit
-    assert fixed.window_count(charge, 8, reach=2 * limit - charge) is not None
-    assert fixed.window_count(charge, 8, reach=2 * limit - charge + 2 * unit) is None
-    assert fixed.window_count(-charge, 8, reach=2 * limit - charge + 2 * unit) is None
+    exact = (charge.clamp(min=0), (-charge).clamp(min=0))
+    assert fixed.window_count(charge, 8, exact).tolist() == [[0, 1, 1, 2, 2]]
+    # the input's partial sums and currents lie in [-loss, gain]: they may reach ±(2^23 - 1)
+    # units, not one unit more, and v_init adds to them
+    limit = torch.tensor(((1 << 23) - 1) * unit, dtype=torch.float64)
+    assert fixed.window_count(charge, 8, (limit, limit)) is not None
+    assert fixed.window_count(charge, 8, (limit + unit, exact[1])) is None
+    assert fixed.window_count(charge, 8, (exact[0], limit + unit)) is None
     fixed.v_init = torch.full((5,), unit)
-    assert fixed.window_count(charge, 8, reach=2 * limit - charge) is None
+    assert fixed.window_count(charge, 8, (limit, exact[1])) is None
+    assert fixed.window_count(charge, 8, (exact[0], limit)) is not None
+    fixed.v_init = -fixed.v_init
+    assert fixed.window_count(charge, 8, (exact[0], limit)) is None
 
 
 @pytest.mark.parametrize("block", ["restructured", "standard"])
@@ -212,6 +216,33 @@ def test_count_run_declines_where_v_might_clip_and_needs_a_full_hold():
     assert not short.snn.collapsible
     with pytest.raises(ConversionError, match="hold >= timesteps"):
         short.snn.count_forward(x)
+
+
+def test_count_run_near_the_24_bit_limit_takes_the_exact_bound(monkeypatch):
+    """A block whose initial voltage leaves less room to the 24-bit limit than its static
+    bound T·ΣW⁺ but more than its actual input W⁺·N: the count run takes the exact bound
+    from the |W| pass and still equals the step-by-step run."""
+    t = 4
+    result, images = _held_resnet(t, t)
+    block = result.snn.blocks[3]
+    weights = [block.synapse.pre_hook_fx(block.synapse.weight)]
+    if getattr(block, "skip", None) is not None:
+        weights.append(block.skip.synapse.pre_hook_fx(block.skip.synapse.weight))
+    static = t * float(sum(w.clamp(min=0).flatten(1).sum(1) for w in weights).max())
+    scale = block.neuron.s_scale
+    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 1 - round(static * scale / 2)) / scale)
+    answers = []
+    window_count = Neuron.window_count
+
+    def spy(self, *args, **kwargs):
+        answers.append(window_count(self, *args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(Neuron, "window_count", spy)
+    x = torch.as_tensor(result.encode(images), dtype=torch.float32).sum(-1)
+    assert result.snn.count_forward(x) is not None
+    assert sum(answer is None for answer in answers) == 1  # the static bound declined, the exact one did not
+    np.testing.assert_array_equal(result.counts(images), result.counts(images, collapse=False))
 
 
 @pytest.mark.parametrize("block", ["restructured", "standard"])

@@ -94,25 +94,33 @@ def synaptic_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor]) 
 
 
 def held_counts(block, counts: torch.Tensor, skip_counts: Optional[torch.Tensor], timesteps: int,
-                gain: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+                factor: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """(spike counts, input charge a), both (N, *out), of a block with a hold of at least its
     window of ``timesteps`` steps, whose sources sent ``counts`` (N, *in) and ``skip_counts``
     spikes (module doc): ``a = W·counts (+ W_skip·skip_counts)``, times the per-channel
-    ``gain`` (C,) if given. None in fixed point where a 24-bit clip cannot be ruled out
-    (:meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count`)."""
+    ``factor`` (C,) if given. In fixed point the 24-bit check of
+    :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` first takes the static bounds
+    ``T·ΣW⁺``, ``T·ΣW⁻`` per channel (no source sends more than T spikes), and where they
+    do not settle it the exact ``W⁺·N``, ``W⁻·N`` from a pass with |W|. None where a clip
+    cannot be ruled out."""
     frames = [counts.unsqueeze(-1), None if skip_counts is None else skip_counts.unsqueeze(-1)]
     a = synaptic_input(block, *frames)[..., 0]
-    reach = None
-    if block.neuron.fixed_point:
-        skip = getattr(block, "skip", None)
+    scale = 1.0 if factor is None else factor.to(a.dtype).reshape((1, -1) + (1,) * (a.dim() - 2))
+    a = a * scale
+    if not block.neuron.fixed_point:
+        return block.neuron.window_count(a, timesteps), a
+    synapses = [block.synapse] + ([block.skip.synapse] if getattr(block, "skip", None) is not None else [])
+    weights = [s.weight if s.pre_hook_fx is None else s.pre_hook_fx(s.weight) for s in synapses]
+    per_channel = (1, -1) + (1,) * (a.dim() - 2)
+    static = [timesteps * sum(part(w).flatten(1).sum(1) for w in weights).reshape(per_channel) * scale
+              for part in (lambda w: w.clamp(min=0), lambda w: (-w).clamp(min=0))]
+    n = block.neuron.window_count(a, timesteps, static)
+    if n is None:
         with ExitStack() as stack:
-            for synapse in [block.synapse] + ([] if skip is None else [skip.synapse]):
+            for synapse in synapses:
                 stack.enter_context(absolute_weights(synapse))
-            reach = synaptic_input(block, *frames)[..., 0]
-    if gain is not None:
-        gain = gain.to(a.dtype).reshape((1, -1) + (1,) * (a.dim() - 2))
-        a, reach = a * gain, None if reach is None else reach * gain
-    n = block.neuron.window_count(a, timesteps, reach)
+            reach = synaptic_input(block, *frames)[..., 0] * scale
+        n = block.neuron.window_count(a, timesteps, ((reach + a) / 2, (reach - a) / 2))
     return None if n is None else (n, a)
 
 
@@ -290,8 +298,8 @@ class ConvertedNetwork(SpikingNetwork):
 
         Each block's neurons open their window holding ``v_init + W·N_in`` (skip group
         included) and fire :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` spikes.
-        Returns None in fixed point when a block's ``|v_init| + |W|·N_in`` reaches the
-        24-bit limit, where the step-by-step run may have clipped v (then use ``forward``).
+        Returns None in fixed point where a block's state might have reached the 24-bit
+        limit in the step-by-step run (:func:`held_counts`; then use ``forward``).
         With ``record=True`` also a list with every block's counts, (N, *shape).
         """
         if not self.collapsible:

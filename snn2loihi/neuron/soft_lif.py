@@ -185,7 +185,7 @@ class Neuron(SlayerNeuron):
         return spikes
 
     def window_count(self, a: torch.Tensor, steps: int,
-                     reach: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+                     bounds: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> Optional[torch.Tensor]:
         """Spikes of soft-reset integrate-and-fire neurons that open a firing window of
         ``steps`` steps holding ``charge = v_init + a`` (slayer units; ``a`` (N, ...) the
         input gathered before the window) and receive nothing more in it.
@@ -196,18 +196,20 @@ class Neuron(SlayerNeuron):
 
         (in float64: on the fixed-point grid, charge/θ is a ratio of integers below 2^24).
         In fixed point the step-by-step neuron does that only if no state reached the 24-bit
-        limit on the way: ``reach`` is ``|W|·N_in``, with ``a = W·N_in``, so the partial sums
-        of the input lie in ``[-(reach - a)/2, (reach + a)/2]``; where v (from ``v_init``) or
-        a step's current could leave ±(2^23 - 1) in that range, the result is None.
+        limit on the way. ``bounds = (gain, loss)`` (broadcastable to ``a``) bound the input's
+        positive and negative parts, so that every partial sum of it, and every step's
+        current, lies in ``[-loss, gain]``: with ``a = W·N_in``, ``(W⁺·N_in, W⁻·N_in)`` or
+        coarser. Where v (from ``v_init``) or a current could leave ±(2^23 - 1) within them,
+        the result is None.
         """
         if self.reset != "soft" or self.cx_current_decay != DECAY_UNITY or self.cx_voltage_decay != 0:
             raise ValueError("window_count needs soft-reset integrate-and-fire neurons (no leak, no current memory)")
         dtype, a = a.dtype, a.double()
         v0 = torch.zeros_like(a) if self.v_init is None else self._initial_voltage(a)
         if self.fixed_point:
-            if reach is None:
-                raise ValueError("fixed-point window_count needs the reach |W|·N_in of the input")
-            gain, loss = (reach.double() + a) / 2, (reach.double() - a) / 2
+            if bounds is None:
+                raise ValueError("fixed-point window_count needs bounds on the input's positive and negative parts")
+            gain, loss = (b.double() for b in bounds)
             top = torch.maximum(torch.maximum(gain, loss), v0 + gain).max()
             if max(float(top), float(-(v0 - loss).min())) > VOLTAGE_LIMIT / self.s_scale:
                 return None
