@@ -3,6 +3,8 @@ emulator, Lava and the torch neuron, backends equal at every layer of a held Res
 the deviation error gone when every layer holds for the whole window (research notes §4.3)."""
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import h5py
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from models.ann import resnet
 from snn2loihi.conversion import convert, converter
 from snn2loihi.conversion.errors import ConversionError
-from snn2loihi.conversion.network import front_loaded
+from snn2loihi.conversion.network import absolute_weights, front_loaded, synaptic_input
 from snn2loihi.errors import NetxFormatError
 from snn2loihi.ir import DenseLayer, InputLayer, Network, NeuronSpec
 from snn2loihi.netx import read_network, write_network
@@ -243,6 +245,56 @@ def test_count_run_near_the_24_bit_limit_takes_the_exact_bound(monkeypatch):
     assert result.snn.count_forward(x) is not None
     assert sum(answer is None for answer in answers) == 1  # the static bound declined, the exact one did not
     np.testing.assert_array_equal(result.counts(images), result.counts(images, collapse=False))
+
+
+def test_count_run_near_the_limit_takes_the_partial_sums_of_front_loaded_trains(monkeypatch):
+    """A block whose initial voltage leaves less room to the 24-bit limit than the
+    order-free bound W⁺·N but more than the largest partial sum its sources' front-loaded
+    trains actually reach (the cumulative sum of its input in the recorded step-by-step
+    run): the static and |W| bounds decline, the partial sums settle it, and the count run
+    still equals the step-by-step run. One unit less room than that peak, it declines."""
+    t = 4
+    result, images = _held_resnet(t, t)
+    snn = result.snn.double()
+    index = 3
+    block = snn.blocks[index]
+    x = torch.as_tensor(result.encode(images, pad=True), dtype=torch.float64)
+    with torch.no_grad():
+        _, trains = snn(x, record=True, timing="device")
+        skip = trains[block.skip.source] if getattr(block, "skip", None) is not None else None
+        steps = synaptic_input(block, trains[index - 1], skip)
+        peak = steps.cumsum(-1).amax(-1)  # the largest partial sum each neuron reaches
+        counts = [trains[index - 1].sum(-1), None if skip is None else skip.sum(-1)]
+        signed = synaptic_input(block, *[None if c is None else c.unsqueeze(-1) for c in counts])[..., 0]
+        with ExitStack() as stack:
+            for synapse in [block.synapse] + ([block.skip.synapse] if skip is not None else []):
+                stack.enter_context(absolute_weights(synapse))
+            reach = synaptic_input(block, *[None if c is None else c.unsqueeze(-1) for c in counts])[..., 0]
+    weights = [block.synapse.pre_hook_fx(block.synapse.weight)]
+    if skip is not None:
+        weights.append(block.skip.synapse.pre_hook_fx(block.skip.synapse.weight))
+    one_step = sum(w.clamp(min=0).flatten(1).sum(1) for w in weights).reshape(1, -1, 1, 1)
+    needed = float(torch.maximum(peak, one_step).max())
+    order_free = float(((reach + signed) / 2).max())
+    assert needed < order_free  # the case this test is about
+    scale = block.neuron.s_scale
+    room = round((needed + order_free) / 2 * scale)
+    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 1 - room) / scale)
+    answers = []
+    window_count = Neuron.window_count
+
+    def spy(self, *args, **kwargs):
+        answers.append(window_count(self, *args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(Neuron, "window_count", spy)
+    assert snn.count_forward(torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1)) is not None
+    assert sum(answer is None for answer in answers) == 2  # static and |W| declined, the partial sums did not
+    np.testing.assert_array_equal(result.counts(images, dtype=torch.float64),
+                                  result.counts(images, dtype=torch.float64, collapse=False))
+    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - round(needed * scale)) / scale)
+    snn.double()
+    assert snn.count_forward(torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1)) is None
 
 
 @pytest.mark.parametrize("block", ["restructured", "standard"])

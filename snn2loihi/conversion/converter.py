@@ -376,7 +376,9 @@ class _Builder:
                 held = None
                 if self.collapsed:
                     main = batch["main"].flatten(1) if len(pop.shape) == 1 else batch["main"]
-                    held = held_counts(block, main, batch.get("skip"), self.t, rows)
+                    starts = tuple(None if p is None or p == 0 else fire_start(p, self.hold)
+                                   for p in (sources["main"], sources["skip"]))
+                    held = held_counts(block, main, batch.get("skip"), self.t, rows, starts)
                 if held is not None:
                     count, a = held
                     charge = a if block.neuron.v_init is None else a + block.neuron.v_init.reshape(

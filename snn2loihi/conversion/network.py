@@ -37,9 +37,10 @@ fires its N spikes at the first N steps of its window, and what it sends on is f
 alone: the charge of the next block is ``W·N`` whatever the order in which the spikes
 came. The network then runs on one frame of counts per block instead of T + h steps, which
 is what a whole test set needs (about T times less convolution). In fixed point it equals
-the step-by-step run exactly wherever ``|v_init| + |W|·N`` (skip included) stays inside
-the 24-bit range, so that no partial sum can have been clipped; :meth:`count_forward`
-checks that per block and otherwise declines.
+the step-by-step run exactly wherever no partial sum of a block's input can have taken v
+past the 24-bit range: :func:`held_counts` bounds them (statically, then with |W|, then
+with the exact partial sums of its sources' front-loaded trains) and :meth:`count_forward`
+declines where none of these rules a clip out.
 """
 from __future__ import annotations
 
@@ -94,15 +95,26 @@ def synaptic_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor]) 
 
 
 def held_counts(block, counts: torch.Tensor, skip_counts: Optional[torch.Tensor], timesteps: int,
-                factor: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+                factor: Optional[torch.Tensor] = None,
+                starts: Optional[tuple] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """(spike counts, input charge a), both (N, *out), of a block with a hold of at least its
     window of ``timesteps`` steps, whose sources sent ``counts`` (N, *in) and ``skip_counts``
     spikes (module doc): ``a = W·counts (+ W_skip·skip_counts)``, times the per-channel
-    ``factor`` (C,) if given. In fixed point the 24-bit check of
-    :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` first takes the static bounds
-    ``T·ΣW⁺``, ``T·ΣW⁻`` per channel (no source sends more than T spikes), and where they
-    do not settle it the exact ``W⁺·N``, ``W⁻·N`` from a pass with |W|. None where a clip
-    cannot be ruled out."""
+    ``factor`` (C,) if given.
+
+    In fixed point :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` must rule out a
+    24-bit clip on the way, with bounds on every partial sum of the input. Three bounds,
+    each tried where the one before does not settle it:
+
+    1. static, per channel: ``T·ΣW⁺``, ``T·ΣW⁻`` (no source sends more than T spikes);
+    2. order-free, per neuron: ``W⁺·N``, ``W⁻·N`` from a pass with |W|;
+    3. exact, where ``starts`` gives the device step at which each source's firing window
+       opens (held sources fire front-loaded, :func:`front_loaded`; None for a source whose
+       order is not known, such as rate-coded input): the partial sums
+       ``P(t) = Σ_src W_src·clip(t - start_src + 1, 0, N_src)`` over every step t at which
+       a source fires, with one step's current ``ΣW⁺``, ``ΣW⁻`` added as a floor.
+
+    None where a clip cannot be ruled out."""
     frames = [counts.unsqueeze(-1), None if skip_counts is None else skip_counts.unsqueeze(-1)]
     a = synaptic_input(block, *frames)[..., 0]
     scale = 1.0 if factor is None else factor.to(a.dtype).reshape((1, -1) + (1,) * (a.dim() - 2))
@@ -112,16 +124,39 @@ def held_counts(block, counts: torch.Tensor, skip_counts: Optional[torch.Tensor]
     synapses = [block.synapse] + ([block.skip.synapse] if getattr(block, "skip", None) is not None else [])
     weights = [s.weight if s.pre_hook_fx is None else s.pre_hook_fx(s.weight) for s in synapses]
     per_channel = (1, -1) + (1,) * (a.dim() - 2)
-    static = [timesteps * sum(part(w).flatten(1).sum(1) for w in weights).reshape(per_channel) * scale
-              for part in (lambda w: w.clamp(min=0), lambda w: (-w).clamp(min=0))]
-    n = block.neuron.window_count(a, timesteps, static)
+    step = [sum(part(w).flatten(1).sum(1) for w in weights).reshape(per_channel) * scale
+            for part in (lambda w: w.clamp(min=0), lambda w: (-w).clamp(min=0))]
+    n = block.neuron.window_count(a, timesteps, tuple(timesteps * b for b in step))
     if n is None:
         with ExitStack() as stack:
             for synapse in synapses:
                 stack.enter_context(absolute_weights(synapse))
             reach = synaptic_input(block, *frames)[..., 0] * scale
         n = block.neuron.window_count(a, timesteps, ((reach + a) / 2, (reach - a) / 2))
+    if n is None and starts is not None and None not in starts[:len(synapses)]:
+        low, high = partial_sum_range(block, [counts, skip_counts], starts, timesteps)
+        n = block.neuron.window_count(a, timesteps, (torch.maximum(high * scale, step[0]),
+                                                     torch.maximum(-low * scale, step[1])))
     return None if n is None else (n, a)
+
+
+def partial_sum_range(block, counts: list, starts: tuple, timesteps: int,
+                      chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min, max) over the device steps t of ``P(t) = Σ_src W_src·clip(t - start_src + 1, 0,
+    N_src)``, the input a held block has gathered by step t when its sources (main synapse,
+    then skip) fired ``counts`` front-loaded from ``starts``; both (N, *out), P = 0 included.
+    Only steps at which a source fires change P; they run ``chunk`` at a time."""
+    steps = sorted({s + k for c, s in zip(counts, starts) if c is not None for k in range(timesteps)})
+    low = high = None
+    for i in range(0, len(steps), chunk):
+        t = torch.tensor(steps[i:i + chunk], dtype=counts[0].dtype, device=counts[0].device)
+        frames = [None if c is None else (t - start + 1).clamp(min=0).minimum(c.unsqueeze(-1))
+                  for c, start in zip(counts, starts)]
+        p = synaptic_input(block, *frames)
+        low = p.amin(-1) if low is None else torch.minimum(low, p.amin(-1))
+        high = p.amax(-1) if high is None else torch.maximum(high, p.amax(-1))
+    zero = torch.zeros_like(low)
+    return torch.minimum(low, zero), torch.maximum(high, zero)
 
 
 def front_loaded(counts: torch.Tensor, first: int, steps: int) -> torch.Tensor:
@@ -310,7 +345,11 @@ class ConvertedNetwork(SpikingNetwork):
         for i, block in enumerate(self.blocks):
             if hasattr(block, "synapse"):
                 skip = getattr(block, "skip", None)
-                held = held_counts(block, counts, None if skip is None else outputs[skip.source], self.timesteps)
+                sources = (i - 1, None if skip is None else skip.source)
+                starts = tuple(None if src is None or not self.depths[src] else fire_start(self.depths[src], self.hold)
+                               for src in sources)
+                held = held_counts(block, counts, None if skip is None else outputs[skip.source], self.timesteps,
+                                   starts=starts)
                 if held is None:
                     return None
                 counts = held[0]
