@@ -195,10 +195,11 @@ def write_markdown(rows: list, out: str, args) -> None:
              "window on the chip: the deviation error of uneven input mostly vanishes, entirely for h ≥ T; "
              "latency (h + 1) steps per layer, same spikes and synaptic operations; docs/residual.md).", ""]
     full = max(var[4] for var in variants)
+    first_subset = next((v for v in variants if v[4] < full), None)
     for var in variants:
         sub = [r for r in rows if variant(r) == var]
         first = sub[0]
-        if var[4] < full and var == next(v for v in variants if v[4] < full):
+        if var == first_subset:
             lines += ["## Earlier runs on the first test images", "",
                       "Smaller test sets, from the sweeps that chose the ANN (QCFS), the bias path (clock) "
                       "and the hold; they predate the count run and are kept for those comparisons.", ""]

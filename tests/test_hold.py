@@ -220,19 +220,17 @@ def test_count_run_declines_where_v_might_clip_and_needs_a_full_hold():
         short.snn.count_forward(x)
 
 
-def test_count_run_near_the_24_bit_limit_takes_the_exact_bound(monkeypatch):
-    """A block whose initial voltage leaves less room to the 24-bit limit than its static
-    bound T·ΣW⁺ but more than its actual input W⁺·N: the count run takes the exact bound
-    from the |W| pass and still equals the step-by-step run."""
-    t = 4
-    result, images = _held_resnet(t, t)
-    block = result.snn.blocks[3]
+def _group_weights(block) -> list:
+    """The quantized weights of a block's synapse groups (its synapse, then its skip)."""
     weights = [block.synapse.pre_hook_fx(block.synapse.weight)]
     if getattr(block, "skip", None) is not None:
         weights.append(block.skip.synapse.pre_hook_fx(block.skip.synapse.weight))
-    static = t * float(sum(w.clamp(min=0).flatten(1).sum(1) for w in weights).max())
-    scale = block.neuron.s_scale
-    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 1 - round(static * scale / 2)) / scale)
+    return weights
+
+
+@pytest.fixture
+def window_count_answers(monkeypatch) -> list:
+    """Every answer of ``Neuron.window_count`` (None: declined), in call order."""
     answers = []
     window_count = Neuron.window_count
 
@@ -241,13 +239,26 @@ def test_count_run_near_the_24_bit_limit_takes_the_exact_bound(monkeypatch):
         return answers[-1]
 
     monkeypatch.setattr(Neuron, "window_count", spy)
+    return answers
+
+
+def test_count_run_near_the_24_bit_limit_takes_the_exact_bound(window_count_answers):
+    """A block whose initial voltage leaves less room to the 24-bit limit than its static
+    bound T·ΣW⁺ but more than its actual input W⁺·N: the count run takes the exact bound
+    from the |W| pass and still equals the step-by-step run."""
+    t = 4
+    result, images = _held_resnet(t, t)
+    block = result.snn.blocks[3]
+    static = t * float(sum(w.clamp(min=0).flatten(1).sum(1) for w in _group_weights(block)).max())
+    scale = block.neuron.s_scale
+    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 1 - round(static * scale / 2)) / scale)
     x = torch.as_tensor(result.encode(images), dtype=torch.float32).sum(-1)
     assert result.snn.count_forward(x) is not None
-    assert sum(answer is None for answer in answers) == 1  # the static bound declined, the exact one did not
+    assert sum(answer is None for answer in window_count_answers) == 1  # the static bound declined, the exact one did not
     np.testing.assert_array_equal(result.counts(images), result.counts(images, collapse=False))
 
 
-def test_count_run_near_the_limit_takes_the_partial_sums_of_front_loaded_trains(monkeypatch):
+def test_count_run_near_the_limit_takes_the_partial_sums_of_front_loaded_trains(window_count_answers):
     """A block whose initial voltage leaves less room to the 24-bit limit than the
     order-free bound W⁺·N but more than the largest partial sum its sources' front-loaded
     trains actually reach (the cumulative sum of its input in the recorded step-by-step
@@ -264,32 +275,21 @@ def test_count_run_near_the_limit_takes_the_partial_sums_of_front_loaded_trains(
         skip = trains[block.skip.source] if getattr(block, "skip", None) is not None else None
         steps = synaptic_input(block, trains[index - 1], skip)
         peak = steps.cumsum(-1).amax(-1)  # the largest partial sum each neuron reaches
-        counts = [trains[index - 1].sum(-1), None if skip is None else skip.sum(-1)]
-        signed = synaptic_input(block, *[None if c is None else c.unsqueeze(-1) for c in counts])[..., 0]
+        frames = [trains[index - 1].sum(-1, keepdim=True), None if skip is None else skip.sum(-1, keepdim=True)]
+        signed = synaptic_input(block, *frames)[..., 0]
         with ExitStack() as stack:
             for synapse in [block.synapse] + ([block.skip.synapse] if skip is not None else []):
                 stack.enter_context(absolute_weights(synapse))
-            reach = synaptic_input(block, *[None if c is None else c.unsqueeze(-1) for c in counts])[..., 0]
-    weights = [block.synapse.pre_hook_fx(block.synapse.weight)]
-    if skip is not None:
-        weights.append(block.skip.synapse.pre_hook_fx(block.skip.synapse.weight))
-    one_step = sum(w.clamp(min=0).flatten(1).sum(1) for w in weights).reshape(1, -1, 1, 1)
+            reach = synaptic_input(block, *frames)[..., 0]
+    one_step = sum(w.clamp(min=0).flatten(1).sum(1) for w in _group_weights(block)).reshape(1, -1, 1, 1)
     needed = float(torch.maximum(peak, one_step).max())
     order_free = float(((reach + signed) / 2).max())
     assert needed < order_free  # the case this test is about
     scale = block.neuron.s_scale
     room = round((needed + order_free) / 2 * scale)
     block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 1 - room) / scale)
-    answers = []
-    window_count = Neuron.window_count
-
-    def spy(self, *args, **kwargs):
-        answers.append(window_count(self, *args, **kwargs))
-        return answers[-1]
-
-    monkeypatch.setattr(Neuron, "window_count", spy)
     assert snn.count_forward(torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1)) is not None
-    assert sum(answer is None for answer in answers) == 2  # static and |W| declined, the partial sums did not
+    assert sum(answer is None for answer in window_count_answers) == 2  # static and |W| declined, the partial sums did not
     np.testing.assert_array_equal(result.counts(images, dtype=torch.float64),
                                   result.counts(images, dtype=torch.float64, collapse=False))
     block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - round(needed * scale)) / scale)
