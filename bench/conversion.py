@@ -1,14 +1,14 @@
 """ANN → SNN conversion on Fashion-MNIST: accuracy vs T for threshold rules × residual blocks.
 
     .venv/bin/python bench/conversion.py [--models 20,110,56] [--timesteps 4,8,16,32,64,128] \\
-        [--deep-timesteps 4,8,16,32] [--holds 0,T] [--test 10000] [--calib 128] [--ann-dir bench/ann] \\
-        [--activation relu|qcfs --levels 8 --width 4]
+        [--deep-timesteps 4,8,16,32] [--holds 0,T] [--readouts 1,8] [--test 10000] [--calib 128] \\
+        [--ann-dir bench/ann] [--activation relu|qcfs --levels 8 --width 4]
 
 For every CIFAR-style ResNet (``models/ann.py``, ReLU or clip-floor-shift activation;
 checkpoints from ``bench/train_ann.py``, trained here on the CPU when missing), every rule
 (max / percentile / clip / tuned, and "clip+corrected" / "tuned+corrected" with bias correction;
 clip only for clip-floor-shift ANNs), block
-(standard / restructured) and T, it converts the ANN with ``snn2loihi.conversion.convert``
+(standard / restructured), T, hold and readout window, it converts the ANN with ``snn2loihi.conversion.convert``
 and measures the SNN's test accuracy in float (unquantized weights) and in Loihi fixed point
 (the torch network in chip arithmetic, which equals the emulator's output counts: checked
 with the emulator on ``--check`` images per model and block). Models deeper than 60 layers
@@ -18,8 +18,8 @@ Rows are appended to ``OUT/conversion.json`` after each configuration (atomicall
 resumes), and ``OUT/conversion.md`` + ``OUT/conversion.png`` (accuracy vs T) are rewritten
 from all rows at the end. JSON rows: ``model, layers, rule, block, timesteps, accuracy_ann,
 accuracy_snn_float, accuracy_snn_fixed_point`` (fractions) plus ``activation`` (``relu`` or
-``qcfs-L<L>``), width, test/calibration sizes, latency, seconds and the output layer's
-conversion error.
+``qcfs-L<L>``), width, hold, readout (R, the output layer's window in steps), test/calibration
+sizes, latency, seconds and the output layer's conversion error.
 """
 from __future__ import annotations
 
@@ -50,20 +50,26 @@ BLOCKS = ("standard", "restructured")
 
 def key(row: dict) -> tuple:
     """What identifies a measurement: the variant (model, activation, width, bias, test
-    images) and the configuration (rule, block, T, hold). Rows from before the activation,
-    bias and hold columns are ReLU with timed biases and no hold."""
-    return variant(row) + (row["rule"], row["block"], row["timesteps"], row.get("hold", 0))
+    images) and the configuration (rule, block, T, hold, readout R). Rows from before the
+    activation, bias, hold and readout columns are ReLU with timed biases, no hold and R = T."""
+    return variant(row) + (row["rule"], row["block"], row["timesteps"], row.get("hold", 0), readout(row))
+
+
+def readout(row: dict) -> int:
+    """R, the output layer's firing window in steps (T unless the row used a longer one)."""
+    return row.get("readout", row["timesteps"])
 
 
 def method(row: dict) -> tuple:
-    """(block, rule, hold): one table row and one plot line; a hold equal to the row's T
-    is "T" (so that hold = T forms one curve over T)."""
+    """(block, rule, hold, readout factor R/T): one table row and one plot line; a hold
+    equal to the row's T is "T" (so that hold = T forms one curve over T)."""
     hold = row.get("hold", 0)
-    return row["block"], row["rule"], "T" if hold and hold == row["timesteps"] else hold
+    return (row["block"], row["rule"], "T" if hold and hold == row["timesteps"] else hold,
+            readout(row) // row["timesteps"])
 
 
-def method_label(rule: str, hold) -> str:
-    return f"{rule}, hold {hold}" if hold else rule
+def method_label(rule: str, hold, factor: int = 1) -> str:
+    return (f"{rule}, hold {hold}" if hold else rule) + (f", readout {factor}T" if factor > 1 else "")
 
 
 def variant(row: dict) -> tuple:
@@ -121,16 +127,18 @@ def run(args) -> list:
         rules = [r for r in args.rules.split(",") if r.split("+")[0] != "clip" or act != "relu"]
         ann_acc = accuracy(ann, x_test, y_test)
         steps = [int(s) for s in (args.deep_timesteps if layers > 60 else args.timesteps).split(",")]
-        configs = [(t, block, rule, t if hold == "T" else int(hold)) for t in steps
-                   for block in args.blocks.split(",") for rule in rules for hold in args.holds.split(",")]
-        for t, block, rule, hold in configs:
+        configs = [(t, block, rule, t if hold == "T" else int(hold), int(factor) * t) for t in steps
+                   for block in args.blocks.split(",") for rule in rules for hold in args.holds.split(",")
+                   for factor in args.readouts.split(",")]
+        for t, block, rule, hold, window in configs:
             ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
-                     "test_samples": len(x_test), "rule": rule, "block": block, "timesteps": t, "hold": hold}
-            if key(ident) in done:
+                     "test_samples": len(x_test), "rule": rule, "block": block, "timesteps": t, "hold": hold,
+                     "readout": window}
+            if key(ident) in done or window > t and hold < t:  # a readout window needs a full hold
                 continue
             start = time.time()
             result = convert(ann, calib, t, rule=rule.split("+")[0], block=block, bias=args.bias,
-                             correct=rule.endswith("+corrected"), hold=hold)
+                             correct=rule.endswith("+corrected"), hold=hold, readout=window)
             converted = time.time() - start
             counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
             row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
@@ -149,7 +157,8 @@ def run(args) -> list:
                                          "mismatched_counts": int((emulated != counts[True][:len(x)]).sum())}
             rows.append(row)
             atomic_json(path, rows)
-            print(f"{name} {act} {args.bias} T={t:3d} hold {hold:2d} {block:12s} {rule:10s} ANN {ann_acc:.4f} SNN float "
+            print(f"{name} {act} {args.bias} T={t:3d} hold {hold:2d} R={window:4d} {block:12s} {rule:10s} "
+                  f"ANN {ann_acc:.4f} SNN float "
                   f"{row['accuracy_snn_float']:.4f} fixed {row['accuracy_snn_fixed_point']:.4f} "
                   f"({row['convert_seconds']:.0f}+{row['eval_seconds']:.0f} s)", flush=True)
     return rows
@@ -161,8 +170,9 @@ def _order(var: tuple) -> tuple:
 
 
 def _method_order(m: tuple) -> tuple:
-    block, rule, hold = m
-    return BLOCKS.index(block), RULES.index(rule) if rule in RULES else len(RULES), 1 << 30 if hold == "T" else hold
+    block, rule, hold, factor = m
+    return (BLOCKS.index(block), RULES.index(rule) if rule in RULES else len(RULES),
+            1 << 30 if hold == "T" else hold, factor)
 
 
 def _title(var: tuple) -> str:
@@ -178,7 +188,8 @@ def write_markdown(rows: list, out: str, args) -> None:
              "model below), float (unquantized weights) and Loihi fixed point (chip arithmetic, equal to the "
              "emulator's output counts: tests/test_conversion.py, and `emulator_check` in the JSON where a run "
              "did one). Thresholds from the first training images. T = input steps; the chip needs "
-             "T + latency steps (latency = weight layers × (hold + 1)). Rows are per model, block and rule; a '–' is a "
+             "T + latency steps (latency = weight layers × (hold + 1)), R + latency with a readout window "
+             "of R steps. Rows are per model, block and rule; a '–' is a "
              "configuration this run did not reach (the script resumes from conversion.json).", "",
              "Method (snn2loihi.conversion): BN folded, IF neurons with soft reset, u0 = θ/2, rate-coded "
              "input, spike-count readout; biases `timed` (constant currents with pre-compensated initial "
@@ -193,7 +204,10 @@ def write_markdown(rows: list, out: str, args) -> None:
              "shortcut through IF neurons (matched latency, plain chain). `hold h` = every layer integrates h "
              "steps before its firing window opens, `hold T` = h equal to the column's T (a per-layer fire "
              "window on the chip: the deviation error of uneven input mostly vanishes, entirely for h ≥ T; "
-             "latency (h + 1) steps per layer, same spikes and synaptic operations; docs/residual.md).", ""]
+             "latency (h + 1) steps per layer, same spikes and synaptic operations; docs/residual.md). "
+             "`readout kT` = the output layer (hold ≥ T) reads its held charge out over R = kT steps at a "
+             "threshold k times lower: class scores in steps of θ/R instead of θ/T, fewer ties "
+             "(`convert(readout=R)`; R - T more steps, every other layer unchanged).", ""]
     full = max(var[4] for var in variants)
     first_subset = next((v for v in variants if v[4] < full), None)
     for var in variants:
@@ -210,12 +224,12 @@ def write_markdown(rows: list, out: str, args) -> None:
                   "| block | rule | " + " | ".join(f"T={t}" for t in sorted({r['timesteps'] for r in sub})) + " |",
                   "|---|---|" + "---|" * len({r['timesteps'] for r in sub})]
         ts = sorted({r["timesteps"] for r in sub})
-        for block, rule, hold in sorted({method(r) for r in sub}, key=_method_order):
+        for m in sorted({method(r) for r in sub}, key=_method_order):
             cells = []
             for t in ts:
-                r = next((r for r in sub if method(r) == (block, rule, hold) and r["timesteps"] == t), None)
+                r = next((r for r in sub if method(r) == m and r["timesteps"] == t), None)
                 cells.append("–" if r is None else f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}")
-            lines.append(f"| {block} | {method_label(rule, hold)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {m[0]} | {method_label(*m[1:])} | " + " | ".join(cells) + " |")
         checks = [r["emulator_check"] for r in sub if "emulator_check" in r]
         if checks:
             lines += ["", f"Emulator vs torch fixed-point output counts: "
@@ -229,28 +243,28 @@ def write_markdown(rows: list, out: str, args) -> None:
               "set only.", ""]
     for var in (v for v in variants if v[4] == full):
         sub = {method(r) + (r["timesteps"],): r for r in rows if variant(r) == var}
-        tuned = [k for k in sorted(sub, key=lambda k: (k[3], _method_order(k[:3])))
+        tuned = [k for k in sorted(sub, key=lambda k: (k[4], _method_order(k[:4])))
                  if k[0] == "restructured" and k[1].startswith("tuned")]
         if not tuned:
             continue
         lines += [f"### {_title(var)}", "", "| T | tuned + restructured | gap to ANN | ≤ 1 point | max-norm | "
                   "tuned − max | clearly better | best here | steps on the chip |", "|---|---|---|---|---|---|---|---|---|"]
         for k in tuned:
-            row, t = sub[k], k[3]
+            row, t = sub[k], k[4]
             acc = row["accuracy_snn_fixed_point"]
             gap = row["accuracy_ann"] - acc
-            bases = [r for m, r in sub.items() if m[1] == "max" and m[3] == t]
+            bases = [r for m, r in sub.items() if m[1] == "max" and m[4] == t]
             base = max(bases, key=lambda r: r["accuracy_snn_fixed_point"], default=None)
-            top = max((r for m, r in sub.items() if m[3] == t), key=lambda r: r["accuracy_snn_fixed_point"])
+            top = max((r for m, r in sub.items() if m[4] == t), key=lambda r: r["accuracy_snn_fixed_point"])
             lift = None if base is None else acc - base["accuracy_snn_fixed_point"]
             lines.append(
-                f"| {t} | {acc:.3f} ({method_label(k[1], k[2])}) | {100 * gap:.1f} | "
+                f"| {t} | {acc:.3f} ({method_label(*k[1:4])}) | {100 * gap:.1f} | "
                 f"{('yes' if round(100 * gap, 1) <= 1.0 else 'no') if t <= 32 else '(T > 32)'} | "
                 + ("– | – | – | " if base is None else
-                   f"{base['accuracy_snn_fixed_point']:.3f} ({base['block']}, {method_label('max', base.get('hold', 0))}) | "
+                   f"{base['accuracy_snn_fixed_point']:.3f} ({base['block']}, {method_label(*method(base)[1:])}) | "
                    f"{100 * lift:+.1f} | {('yes' if round(100 * lift, 1) >= 1.0 else 'no') if t <= 16 else '(T > 16)'} | ")
                 + f"{top['accuracy_snn_fixed_point']:.3f} ({top['block']}, "
-                f"{method_label(top['rule'], top.get('hold', 0))}) | {t + row['latency']} |")
+                f"{method_label(*method(top)[1:])}) | {readout(row) + row['latency']} |")
         lines.append("")
     with open(os.path.join(out, "conversion.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -268,12 +282,12 @@ def plot(rows: list, out: str) -> None:
     for ax, var in zip(axes[0], variants):
         sub = [r for r in rows if variant(r) == var]
         colors = dict(zip(RULES, ("tab:red", "tab:blue", "tab:purple", "tab:green", "tab:orange", "tab:olive")))
-        for block, rule, hold in sorted({method(r) for r in sub}, key=_method_order):
+        for block, rule, hold, factor in sorted({method(r) for r in sub}, key=_method_order):
             pts = sorted((r["timesteps"], r["accuracy_snn_fixed_point"]) for r in sub
-                         if method(r) == (block, rule, hold))
+                         if method(r) == (block, rule, hold, factor))
             ax.plot(*zip(*pts), "--" if block == "standard" else "-", color=colors.get(rule, "k"),
-                    marker="s" if hold else "o", alpha=1.0 if not hold else 0.6,
-                    label=f"{method_label(rule, hold)}, {block}")
+                    marker="^" if factor > 1 else "s" if hold else "o", alpha=1.0 if not hold or factor > 1 else 0.6,
+                    label=f"{method_label(rule, hold, factor)}, {block}")
         ax.axhline(sub[0]["accuracy_ann"], color="k", lw=1, label="ANN")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (input steps)")
@@ -294,6 +308,8 @@ def main(argv=None) -> int:
     p.add_argument("--blocks", default=",".join(BLOCKS))
     p.add_argument("--holds", default="0,T", help="comma-separated holds (steps each layer integrates before "
                    "firing); T: equal to each configuration's T (then the SNN is evaluated on spike counts)")
+    p.add_argument("--readouts", default="1", help="comma-separated readout factors k: the output layer fires "
+                   "over R = k·T steps (k > 1 only with a hold of T)")
     p.add_argument("--test", type=int, default=10000, help="first test images (10000: all of Fashion-MNIST's)")
     p.add_argument("--calib", type=int, default=128)
     p.add_argument("--check", type=int, default=8, help="emulator spot check images")

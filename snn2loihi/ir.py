@@ -456,6 +456,14 @@ class Network:
             steps = max(steps + 1, (getattr(layer, "fire_window", None) or (0,))[0])
         return steps
 
+    def padding(self, timesteps: int) -> int:
+        """Silent steps to append to an input of ``timesteps`` steps so that a run sees the
+        whole response: the latency, or more where a layer's ``fire_window`` closes later
+        (a converted network's readout window, longer than T)."""
+        stop = max((layer.fire_window[1] for layer in self.synaptic_layers
+                    if getattr(layer, "fire_window", None) is not None), default=0)
+        return max(self.latency, stop - int(timesteps))
+
     @property
     def output_shape(self) -> tuple[int, ...]:
         return self.layers[-1].out_shape

@@ -506,6 +506,17 @@ def test_convert_cli(tmp_path, digits, capsys):
     assert [layer.fire_window[0] for layer in read_network(tmp_path / "held" / "model.net").synaptic_layers] == \
         [4, 8, 12, 16]
     assert held["emulator_check"]["mismatched_counts"] == 0
+    # a readout window of 4T = 64 steps on the output (hold 16 = T): the run is 48 steps longer
+    assert main(["convert", "--ann", str(ckpt), "--data", "digits", "--rule", "percentile", "--timesteps", "16",
+                 "--calib", "64", "--sweep", "16", "--test", "50", "--check", "8", "--hold", "16", "--readout", "4",
+                 "--out", str(tmp_path / "readout")]) == 0
+    readout = json.loads((tmp_path / "readout" / "report.json").read_text())
+    assert readout["sweep"][0]["readout"] == 64 and readout["steps_per_sample"] == 16 + 4 * 17 + 48
+    assert read_network(tmp_path / "readout" / "model.net").synaptic_layers[-1].fire_window == (68, 132)
+    assert readout["emulator_check"]["mismatched_counts"] == 0
+    assert main(["convert", "--ann", str(ckpt), "--data", "digits", "--timesteps", "16", "--readout", "4",
+                 "--out", str(tmp_path / "refused")]) == 2
+    assert "--readout 4 needs --hold >= every T" in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert main(["convert", "--ann", str(tmp_path / "bad.pt"), "--data", "digits", "--out", str(out)]) == 2
     assert "bad.pt" in capsys.readouterr().err

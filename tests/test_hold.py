@@ -13,7 +13,7 @@ import torch
 from models.ann import resnet
 from snn2loihi.conversion import convert, converter
 from snn2loihi.conversion.errors import ConversionError
-from snn2loihi.conversion.network import absolute_weights, front_loaded, synaptic_input
+from snn2loihi.conversion.network import absolute_weights, front_loaded, held_counts, synaptic_input
 from snn2loihi.errors import NetxFormatError
 from snn2loihi.ir import DenseLayer, InputLayer, Network, NeuronSpec
 from snn2loihi.netx import read_network, write_network
@@ -308,3 +308,72 @@ def test_conversion_on_counts_equals_the_step_by_step_pass(block, monkeypatch):
     assert fast.thresholds == slow.thresholds
     assert [layer.total for layer in fast.report.layers] == [layer.total for layer in slow.report.layers]
     np.testing.assert_array_equal(fast.counts(images), slow.counts(images))
+
+
+# --------------------------------------------------------------------------- readout window
+
+def test_readout_window_runs_alike_on_every_backend():
+    """A readout window of R = 4T: the output layer fires over R steps (every other layer
+    over T) and the run is R - T steps longer. The count run, the step-by-step device and
+    aligned runs, the emulator and Lava give the same output spikes, up to R per neuron."""
+    t, r = 4, 16
+    result, _ = _held_resnet(t, t, readout=r)
+    images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    net, _ = result.export()
+    assert [stop - first for first, stop in (layer.fire_window for layer in net.synaptic_layers)] == \
+        [t] * (len(net.synaptic_layers) - 1) + [r]
+    assert net.padding(t) == result.snn.padding == result.latency + r - t and net.latency == result.latency
+    x = result.encode(images, pad=True)
+    assert x.shape[-1] == result.latency + r
+    emulated = Emulator(net).run(x)
+    snn = result.snn.double()
+    with torch.no_grad():
+        device = snn(torch.as_tensor(x, dtype=torch.float64), timing="device")
+        aligned = snn(torch.as_tensor(result.encode(images), dtype=torch.float64), timing="aligned")
+    np.testing.assert_array_equal(device.numpy().astype(np.uint8), emulated.output)
+    counts = emulated.output.sum(-1)
+    np.testing.assert_array_equal(aligned.sum(-1).numpy(), counts)
+    np.testing.assert_array_equal(result.counts(images), counts)
+    np.testing.assert_array_equal(result.counts(images, collapse=False), counts)
+    assert counts.max() > t
+    np.testing.assert_array_equal(run_lava(net, x[:2]).output, emulated.output[:2])
+
+
+def test_readout_reads_the_held_charge_in_finer_steps():
+    """In float with the max rule, a readout of R steps changes the output layer alone:
+    every other block's counts equal those of the R = T network, and the output fires
+    ``clip(⌈(Q - ½)·R/T + ½⌉ - 1, 0, R)`` for the charge Q (threshold units, u0 = ½) that
+    the R = T output holds: the same charge read at R/T times the resolution. Its
+    quantization error falls within 1/(2R) (the R = T output's does not)."""
+    t, r = 4, 16
+    options = {"rule": "max", "fixed_point": False}
+    plain, _ = _held_resnet(t, t, **options)
+    fine, _ = _held_resnet(t, t, readout=r, **options)
+    images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    x = torch.as_tensor(plain.encode(images), dtype=torch.float64).sum(-1)
+    records = []
+    for result in (plain, fine):
+        snn = result.snn.double()
+        snn.set_fixed_point(False)
+        records.append(snn.count_forward(x, record=True)[1])
+    out = plain.snn.output_block
+    for index in range(out):
+        if records[0][index] is not None:
+            torch.testing.assert_close(records[1][index], records[0][index], rtol=0, atol=0, msg=f"block {index}")
+    block = plain.snn.blocks[out]
+    skip = getattr(block, "skip", None)
+    _, a = held_counts(block, records[0][out - 1], None if skip is None else records[0][skip.source], t)
+    charge = a + block.neuron.v_init
+    expected = (torch.ceil((charge - 0.5) * (r / t) + 0.5) - 1).clamp(0, r)
+    torch.testing.assert_close(records[1][out], expected, rtol=0, atol=0)
+    assert expected.max() > t
+    assert fine.report.layers[-1].quantization <= 1 / (2 * r) < plain.report.layers[-1].quantization
+
+
+def test_readout_window_needs_a_full_hold():
+    images = torch.rand(4, 1, 8, 8)
+    ann = resnet(20, 2).eval()
+    with pytest.raises(ConversionError, match="readout=16 needs readout >= timesteps .* and hold >= timesteps"):
+        convert(ann, images, 4, hold=3, readout=16)
+    with pytest.raises(ConversionError, match="readout=2 needs readout >= timesteps"):
+        convert(ann, images, 4, hold=4, readout=2)

@@ -45,7 +45,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_file(args: argparse.Namespace, backend: str, record_all: bool):
-    """Read ``args.net``, load ``args.input``, pad it by the latency and simulate it.
+    """Read ``args.net``, load ``args.input``, pad it (``net.padding``: the latency, or up to the
+    last firing window's end) and simulate it.
 
     Returns:
         (network, padded input, SimResult)
@@ -58,7 +59,7 @@ def run_file(args: argparse.Namespace, backend: str, record_all: bool):
     if getattr(args, "samples", None):  # commands with --samples N run the first N only
         x = x[:args.samples]
     if not args.no_pad:
-        x = pad_time(x, net.latency)
+        x = pad_time(x, net.padding(x.shape[-1]))
     if backend == "lava":
         from ..sim.lava_runner import run_lava
 

@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--hold", type=int, default=0,
                    help="steps each layer integrates before it may fire (removes deviation error in deep "
                         "networks; latency (hold + 1) per layer); 0: none")
+    p.add_argument("--readout", type=int, default=1, metavar="K",
+                   help="the output layer reads its charge out over R = K·T steps at a K times lower threshold "
+                        "(finer class scores, fewer ties; K > 1 needs --hold >= every T); 1: R = T")
     p.add_argument("--sweep", default="4,8,16,32,64,128", help="comma-separated T values to evaluate")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", help="dataset folder (fashion-mnist)")
@@ -88,9 +91,12 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.emulator import Emulator
 
     sweep = sorted({int(t) for t in args.sweep.split(",") if t.strip()} | {args.timesteps})
-    if min(sweep) < 1 or args.calib < 1 or args.hold < 0:
-        raise InputError(f"--sweep/--timesteps must be >= 1, --calib >= 1 and --hold >= 0 (got {sweep}, "
-                         f"{args.calib}, {args.hold})")
+    if min(sweep) < 1 or args.calib < 1 or args.hold < 0 or args.readout < 1:
+        raise InputError(f"--sweep/--timesteps must be >= 1, --calib >= 1, --hold >= 0 and --readout >= 1 (got "
+                         f"{sweep}, {args.calib}, {args.hold}, {args.readout})")
+    if args.readout > 1 and args.hold < max(sweep):
+        raise InputError(f"--readout {args.readout} needs --hold >= every T of the sweep ({max(sweep)}), got "
+                         f"--hold {args.hold}: the output must hold all of its charge before it reads it out")
     ann, arch = load_ann(args.ann)
     data = load_data(args.data, args.data_dir)
     x_test, y_test = (data.x_test[:args.test], data.y_test[:args.test]) if args.test else (data.x_test, data.y_test)
@@ -103,11 +109,11 @@ def run(args: argparse.Namespace) -> int:
                "bias": args.bias, "correct": args.correct, "hold": args.hold}
     rows, exported = [], None
     for t in sweep:
-        result = convert(ann, calib, t, **options)
+        result = convert(ann, calib, t, readout=args.readout * t, **options)
         acc = {mode: float(np.mean(result.counts(x_test, fixed_point=mode).argmax(1) == y_test))
                for mode in (False, True)}
-        rows.append({"timesteps": t, "accuracy_snn_float": acc[False], "accuracy_snn_fixed_point": acc[True],
-                     "latency": result.latency})
+        rows.append({"timesteps": t, "readout": result.readout, "accuracy_snn_float": acc[False],
+                     "accuracy_snn_fixed_point": acc[True], "latency": result.latency})
         print(f"T={t:4d}: SNN float {acc[False]:.4f}  fixed point {acc[True]:.4f}  (ANN {ann_acc:.4f})")
         if t == args.timesteps:
             exported = result
@@ -119,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         emulated = Emulator(net).run(x).output.sum(-1).reshape(len(x), -1)
         mismatched = int((emulated != exported.counts(x_test[:args.check])).sum())
     report = {"ann": args.ann, "arch": arch, "data": args.data, "test_samples": len(x_test),
-              "calib_samples": len(calib), "options": options, "accuracy_ann": ann_acc, "sweep": rows,
+              "calib_samples": len(calib), "options": {**options, "readout": args.readout}, "accuracy_ann": ann_acc, "sweep": rows,
               "exported_timesteps": args.timesteps, "latency": net.latency,
+              "steps_per_sample": args.timesteps + net.padding(args.timesteps),
               "emulator_check": {"samples": min(args.check, len(x_test)), "mismatched_counts": mismatched},
               "thresholds": exported.thresholds, "conversion_error": exported.report.to_dict(),
               "quantization": qreport.to_dict()}

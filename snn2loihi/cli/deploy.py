@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     x = labels = None
     if args.input:
         x = load_input(args.input, net)[:args.samples]
-        x = pad_time(x, net.latency)
+        x = pad_time(x, net.padding(x.shape[-1]))
         labels = _labels(args.labels, x.shape[0]) if args.labels else None
     elif args.labels:
         raise InputError("--labels needs --input")

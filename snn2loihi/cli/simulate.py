@@ -13,9 +13,10 @@ def register(sub) -> None:
     p = sub.add_parser("simulate", help="run a netx file on the emulator or on Lava CPU",
                        description="X (.npy) is (N, C, H, W, T) or (N, F, T): binary spikes when the input "
                                    "layer has no neuron, else the integers the input neuron receives each "
-                                   "step. Y (.npy) holds the last layer's spikes (N, F_out, T + latency): the "
-                                   "input is padded with one silent step per synapse layer so the whole "
-                                   "response is seen (--no-pad keeps T).")
+                                   "step. Y (.npy) holds the last layer's spikes (N, F_out, T + padding): the "
+                                   "input is padded with silent steps (the latency, one per synapse layer, or "
+                                   "up to the end of the last firing window) so the whole response is seen "
+                                   "(--no-pad keeps T).")
     add_input_arguments(p)
     p.add_argument("--backend", choices=("emulator", "lava"), default="emulator")
     p.add_argument("--out", required=True, help="output spikes Y (.npy)")

@@ -80,11 +80,17 @@ class ConversionResult:
         """The fastest exact simulation timing: aligned for chains with timed biases."""
         return self.report.timing
 
+    @property
+    def readout(self) -> int:
+        """R, the output layer's firing window (T unless converted with a longer one)."""
+        return self.snn.readout
+
     def encode(self, images, pad: Optional[bool] = None) -> np.ndarray:
-        """Input spikes for ``images``; padded by the latency for device timing (by default
-        when ``.timing`` is device, or with ``pad=True``)."""
+        """Input spikes for ``images``; padded for device timing by the latency plus any
+        readout beyond T (``snn.padding``; by default when ``.timing`` is device, or with
+        ``pad=True``)."""
         pad = self.timing == "device" if pad is None else pad
-        return encode(images, self.timesteps, V_INIT_MODES[self.v_init], self.latency if pad else 0)
+        return encode(images, self.timesteps, V_INIT_MODES[self.v_init], self.snn.padding if pad else 0)
 
     @torch.no_grad()
     def counts(self, images, fixed_point: bool = True, batch_size: int = 64,
@@ -121,7 +127,8 @@ class ConversionResult:
 def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: str = "max",
             percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
             batch_size: int = 32, progress: bool = False, correct: bool = False,
-            fixed_point: bool = True, split_weights: bool = True, hold: int = 0) -> ConversionResult:
+            fixed_point: bool = True, split_weights: bool = True, hold: int = 0,
+            readout: Optional[int] = None) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
     The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
@@ -177,6 +184,12 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             removes most of the deviation error of deep networks (all of it for h ≥ T) at
             a latency of (h + 1) steps per layer (:mod:`~.network`). The thresholds and
             bias corrections are chosen with the hold in place.
+        readout: R ≥ T, the output layer's firing window (default T; R > T needs
+            ``hold >= timesteps``). The output neurons get a threshold R/T times below θ
+            and read their held charge out over R steps, so that the class scores
+            ``θ·N/T`` come in steps of θ/R instead of θ/T: fewer tied classes at small T,
+            for R - T more steps of latency and up to R/T times the output spikes. Every
+            other layer is unchanged (:class:`~.network.ConvertedNetwork`).
 
     Returns:
         :class:`ConversionResult` with ``.snn``, ``.thresholds``, ``.scales`` and ``.report``.
@@ -196,6 +209,10 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     if timesteps < 1 or not 0 < percentile <= 100 or hold < 0:
         raise ConversionError(f"timesteps must be >= 1, 0 < percentile <= 100 and hold >= 0 (got {timesteps}, "
                               f"{percentile}, {hold})")
+    readout = timesteps if readout is None else int(readout)
+    if readout != timesteps and (readout < timesteps or hold < timesteps):
+        raise ConversionError(f"readout={readout} needs readout >= timesteps ({timesteps}) and hold >= timesteps "
+                              f"(got hold={hold}): the output must hold all of its charge when its window opens")
     x = torch.as_tensor(np.asarray(calib_x.detach().cpu() if isinstance(calib_x, torch.Tensor) else calib_x),
                         dtype=torch.float32)
     if x.dim() < 2 or len(x) == 0:
@@ -204,7 +221,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     if bias == "clock":
         graph = clocked(graph)
     builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size, correct,
-                       fixed_point, split_weights, hold)
+                       fixed_point, split_weights, hold, readout)
     snn = builder.run(progress)
     names = {i: n.name for i, n in enumerate(graph.nodes)}
     report = ConversionReport(timesteps, rule, block, len(x), builder.timing, builder.errors)
@@ -228,8 +245,9 @@ class _Builder:
 
     def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
                  bias_mode: str, batch_size: int, correct: bool = False, fixed_point: bool = True,
-                 split_weights: bool = True, hold: int = 0):
+                 split_weights: bool = True, hold: int = 0, readout: Optional[int] = None):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
+        self.readout = timesteps if readout is None else readout
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
         self.fixed_point, self.split_weights, self.hold = fixed_point, split_weights, int(hold)
         #: T where a held layer front-loads its bias charge T·b' into v_init, else 0
@@ -254,7 +272,7 @@ class _Builder:
 
     def run(self, progress: bool) -> ConvertedNetwork:
         """Convert every population in order; return the network (fixed point on)."""
-        pad = self.latency if self.timing == "device" else 0
+        pad = self.latency + self.readout - self.t if self.timing == "device" else 0
         spikes = {0: torch.as_tensor(encode(self.x, self.t, self.u0, pad), dtype=torch.bool)}
         if self.collapsed:
             self.trains0, spikes[0] = spikes[0], spikes[0].sum(-1, dtype=torch.float32)
@@ -282,7 +300,7 @@ class _Builder:
                 del spikes[p]
             for m in [m for m in acts if node_last[m] <= max(pop.nodes)]:
                 del acts[m]
-        snn = ConvertedNetwork(self.pops[0].shape, blocks, skips, self.hold, self.t)
+        snn = ConvertedNetwork(self.pops[0].shape, blocks, skips, self.hold, self.t, self.readout)
         snn.set_fixed_point(True)
         return snn
 
@@ -313,8 +331,12 @@ class _Builder:
         accs = {n: ErrorAccumulator() for n in pop.nodes}
         spikes[q] = self._simulate(q, layer, self.thetas, spikes, acts, accs, keep=True)
         for n in pop.nodes:
-            self.errors.append(accs[n].result(block_of[q], nodes[n].name, self.thetas[n], chosen[n], self.t))
+            self.errors.append(accs[n].result(block_of[q], nodes[n].name, self.thetas[n], chosen[n], self._window(q)))
         return layer
+
+    def _window(self, q: int) -> int:
+        """Steps of population q's firing window: the readout R for the output, else T."""
+        return self.readout if q == len(self.pops) - 1 else self.t
 
     def _correct_biases(self, q: int, nodes: list, spikes: dict, acts: dict, block_of: dict) -> None:
         """Cancel each channel's mean error in population q by its bias (see
@@ -328,11 +350,14 @@ class _Builder:
 
     def _build(self, q: int, thetas: dict, block_of: dict) -> _Layer:
         """Population q with node thresholds ``thetas``, in the pass's arithmetic (fixed
-        point or float; the network switches to fixed point at the end)."""
-        spec = layer_spec(self.graph, self.pops, q, {**self.thetas, **thetas}, self.u0)
+        point or float; the network switches to fixed point at the end). The neurons of a
+        readout window of R steps fire at θ·T/R (``convert(readout=R)``)."""
+        gain = self.t / self._window(q)
+        spec = layer_spec(self.graph, self.pops, q, {**self.thetas, **{n: th * gain for n, th in thetas.items()}},
+                          self.u0)
         # bias steps in v_init: q (currents before the window) or T front-loaded with a hold
         scale, exp = choose_scale(spec, self.held_window or q, split=self.split_weights and spec.skip is None
-                                  and q >= 2, hold=self.hold, window=self.t)
+                                  and q >= 2, hold=self.hold, window=self._window(q))
         if exp:
             spec = with_coarse_group(spec, scale, q - 1)
         current, v0 = neuron_state(spec, scale, q, self.bias_mode, self.held_window)
@@ -355,8 +380,10 @@ class _Builder:
         ``accs``; return its spikes (bool, what later layers see) when ``keep``.
 
         ``trial_scale`` evaluates thresholds c·θ on a layer built for θ: each node's input
-        is divided by its c and its initial voltage recomputed (exact in float)."""
-        pop, nodes, block = self.pops[q], self.graph.nodes, layer.block
+        is divided by its c and its initial voltage recomputed (exact in float). Errors are
+        measured over the population's window (:meth:`_window`), against the full-scale θ
+        of ``thetas``."""
+        pop, nodes, block, steps = self.pops[q], self.graph.nodes, layer.block, self._window(q)
         rows = None
         if trial_scale is not None:
             rows = torch.cat([torch.full((nodes[n].shape[0],), 1.0 / trial_scale[n], dtype=torch.float64)
@@ -378,21 +405,21 @@ class _Builder:
                     main = batch["main"].flatten(1) if len(pop.shape) == 1 else batch["main"]
                     starts = tuple(None if p is None or p == 0 else fire_start(p, self.hold)
                                    for p in (sources["main"], sources["skip"]))
-                    held = held_counts(block, main, batch.get("skip"), self.t, rows, starts)
+                    held = held_counts(block, main, batch.get("skip"), self.t, rows, starts, steps)
                 if held is not None:
                     count, a = held
                     charge = a if block.neuron.v_init is None else a + block.neuron.v_init.reshape(
                         (-1,) + (1,) * (a.dim() - 2))
                 else:
                     s, a, span = self._step_by_step(q, block, batch, sources, part, rows)
-                    steps = span.start + self.t  # inputs and spikes up to the end of the window count
-                    charge = a[..., :steps].sum(-1)
+                    end = span.start + steps  # inputs and spikes up to the end of the window count
+                    charge = a[..., :end].sum(-1)
                     if block.neuron.v_init is not None:
                         charge = charge + block.neuron.v_init.reshape((-1,) + (1,) * (a.dim() - 3))
-                    count = s[..., :steps].sum(-1)
+                    count = s[..., :end].sum(-1)
                 for k, n in enumerate(pop.nodes):
                     ch = pop.channels(k, self.graph)
-                    accs[n].add(count[:, ch], charge[:, ch], acts[n][part], thetas[n], self.t, layer.spec.u0[ch])
+                    accs[n].add(count[:, ch], charge[:, ch], acts[n][part], thetas[n], steps, layer.spec.u0[ch])
                 if keep:
                     kept.append(count if self.collapsed else window(s, span, self.timing).bool())
         finally:
@@ -404,14 +431,15 @@ class _Builder:
         """(spikes, neuron input, window span) of population q for one calibration batch,
         stepped through time; in a collapsed pass on the trains its sources' counts stand for."""
         if self.collapsed:
-            steps = self.latency + self.t if self.timing == "device" else self.t
+            steps = self.latency + self._window(q) if self.timing == "device" else self.t
             batch = {k: (self.trains0[part].float() if sources[k] == 0 else
                          front_loaded(c, fire_start(sources[k], self.hold) if self.timing == "device" else 0,
                                       steps).float())
                      for k, c in batch.items()}
         if batch["main"].dim() == 5 and len(self.pops[q].shape) == 1:
             batch["main"] = batch["main"].flatten(1, 3)
-        a, span = neuron_input(block, batch["main"], batch.get("skip"), self.timing, q, self.hold, self.t)
+        a, span = neuron_input(block, batch["main"], batch.get("skip"), self.timing, q, self.hold, self.t,
+                               self._window(q))
         if rows is not None:
             a = a * rows.float().reshape((1, -1) + (1,) * (a.dim() - 2))
         return block.neuron(a), a, span

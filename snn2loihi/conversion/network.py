@@ -95,12 +95,13 @@ def synaptic_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor]) 
 
 
 def held_counts(block, counts: torch.Tensor, skip_counts: Optional[torch.Tensor], timesteps: int,
-                factor: Optional[torch.Tensor] = None,
-                starts: Optional[tuple] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """(spike counts, input charge a), both (N, *out), of a block with a hold of at least its
-    window of ``timesteps`` steps, whose sources sent ``counts`` (N, *in) and ``skip_counts``
-    spikes (module doc): ``a = W·counts (+ W_skip·skip_counts)``, times the per-channel
-    ``factor`` (C,) if given.
+                factor: Optional[torch.Tensor] = None, starts: Optional[tuple] = None,
+                window: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(spike counts, input charge a), both (N, *out), of a block with a hold of at least the
+    sources' window of ``timesteps`` steps, whose sources sent ``counts`` (N, *in) and
+    ``skip_counts`` spikes (module doc): ``a = W·counts (+ W_skip·skip_counts)``, times the
+    per-channel ``factor`` (C,) if given. The block fires over its own ``window`` of steps
+    (default ``timesteps``; longer for a readout layer, :class:`ConvertedNetwork`).
 
     In fixed point :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` must rule out a
     24-bit clip on the way, with bounds on every partial sum of the input. Three bounds,
@@ -115,27 +116,28 @@ def held_counts(block, counts: torch.Tensor, skip_counts: Optional[torch.Tensor]
        a source fires, with one step's current ``ΣW⁺``, ``ΣW⁻`` added as a floor.
 
     None where a clip cannot be ruled out."""
+    window = timesteps if window is None else window
     frames = [counts.unsqueeze(-1), None if skip_counts is None else skip_counts.unsqueeze(-1)]
     a = synaptic_input(block, *frames)[..., 0]
     scale = 1.0 if factor is None else factor.to(a.dtype).reshape((1, -1) + (1,) * (a.dim() - 2))
     a = a * scale
     if not block.neuron.fixed_point:
-        return block.neuron.window_count(a, timesteps), a
+        return block.neuron.window_count(a, window), a
     synapses = [block.synapse] + ([block.skip.synapse] if getattr(block, "skip", None) is not None else [])
     weights = [s.weight if s.pre_hook_fx is None else s.pre_hook_fx(s.weight) for s in synapses]
     per_channel = (1, -1) + (1,) * (a.dim() - 2)
     step = [sum(part(w).flatten(1).sum(1) for w in weights).reshape(per_channel) * scale
             for part in (lambda w: w.clamp(min=0), lambda w: (-w).clamp(min=0))]
-    n = block.neuron.window_count(a, timesteps, tuple(timesteps * b for b in step))
+    n = block.neuron.window_count(a, window, tuple(timesteps * b for b in step))
     if n is None:
         with ExitStack() as stack:
             for synapse in synapses:
                 stack.enter_context(absolute_weights(synapse))
             reach = synaptic_input(block, *frames)[..., 0] * scale
-        n = block.neuron.window_count(a, timesteps, ((reach + a) / 2, (reach - a) / 2))
+        n = block.neuron.window_count(a, window, ((reach + a) / 2, (reach - a) / 2))
     if n is None and starts is not None and None not in starts[:len(synapses)]:
         low, high = partial_sum_range(block, [counts, skip_counts], starts, timesteps)
-        n = block.neuron.window_count(a, timesteps, (torch.maximum(high * scale, step[0]),
+        n = block.neuron.window_count(a, window, (torch.maximum(high * scale, step[0]),
                                                      torch.maximum(-low * scale, step[1])))
     return None if n is None else (n, a)
 
@@ -198,17 +200,20 @@ def aligned_frame(block, depth: int, hold: int) -> tuple[int, int]:
 
 
 def neuron_input(block, s: torch.Tensor, skip_spikes: Optional[torch.Tensor], timing: str, depth: int,
-                 hold: int = 0, timesteps: Optional[int] = None) -> tuple[torch.Tensor, slice]:
+                 hold: int = 0, timesteps: Optional[int] = None,
+                 window: Optional[int] = None) -> tuple[torch.Tensor, slice]:
     """(everything the neurons of a block at ``depth`` receive, its window on that input's
-    time axis), with the neuron's firing window set for that input when there is a
-    ``hold`` (module doc). The window runs to the end of the input without a hold."""
+    time axis), with the neuron's firing window of ``window`` steps (default ``timesteps``,
+    the sources' window) set for that input when there is a ``hold`` (module doc). The
+    window runs to the end of the input without a hold."""
+    window = timesteps if window is None else window
     if timing == "device":
         first = fire_start(depth, hold)
         a = layer_input(block, s, skip_spikes, timing, 0)
     else:
         lead, first = aligned_frame(block, depth, hold)
-        a = layer_input(block, s, skip_spikes, timing, lead, hold)
-    span = slice(first, first + timesteps if hold else None)
+        a = layer_input(block, s, skip_spikes, timing, lead, hold + (window or 0) - (timesteps or 0))
+    span = slice(first, first + window if hold else None)
     block.neuron.fire_window = (span.start, span.stop) if hold else None
     return a, span
 
@@ -256,15 +261,30 @@ class ConvertedNetwork(SpikingNetwork):
         hold: h, the steps each block integrates before its firing window opens (module
             doc); 0: none.
         timesteps: T, the length of every firing window (needed with a hold).
+        readout: R ≥ T, the length of the last block's firing window (default T). With
+            R > T (which needs h ≥ T: the output holds all of its charge when its window
+            opens) the output neurons read that charge out at R/T times T's resolution:
+            ``N = clip(⌈charge/θ⌉ - 1, 0, R)`` for a threshold θ that the converter sets
+            R/T times lower, so that ``θ·N/T`` estimates the activation in steps of θ/R,
+            with fewer tied classes (docs/residual.md). Input spikes and the spikes of
+            every other block are unchanged; the run is R - T steps longer
+            (:attr:`padding`).
     """
 
     def __init__(self, input_shape: Sequence[int], blocks: Sequence[torch.nn.Module],
-                 skips: Optional[dict] = None, hold: int = 0, timesteps: Optional[int] = None):
+                 skips: Optional[dict] = None, hold: int = 0, timesteps: Optional[int] = None,
+                 readout: Optional[int] = None):
         super().__init__(input_shape, blocks)
         if hold < 0 or (hold and not timesteps or timesteps is not None and timesteps < 1):
             raise ConversionError(f"a hold needs hold >= 0 and a window of timesteps >= 1 "
                                   f"(got hold={hold}, timesteps={timesteps})")
+        if readout is not None and readout != timesteps and (timesteps is None or readout < timesteps
+                                                             or hold < timesteps):
+            raise ConversionError(f"a readout window needs readout >= timesteps and a hold >= timesteps (the "
+                                  f"output must hold all of its charge when it opens); got readout={readout}, "
+                                  f"timesteps={timesteps}, hold={hold}")
         self.hold, self.timesteps = int(hold), timesteps
+        self.readout = timesteps if readout is None else int(readout)
         for index, skip in (skips or {}).items():
             block = self.blocks[index]
             if not isinstance(block, (base.AbstractConv, base.AbstractDense)) or not 0 < skip.source < index:
@@ -275,11 +295,18 @@ class ConvertedNetwork(SpikingNetwork):
         for block in self.blocks:
             depth += int(hasattr(block, "synapse"))
             self.depths.append(depth)
+        #: index of the last block with synapses (the one with the readout window)
+        self.output_block = max(i for i, block in enumerate(self.blocks) if hasattr(block, "synapse"))
+        for i, block in enumerate(self.blocks):
             if self.hold and hasattr(block, "synapse"):
                 #: The block's firing window in device steps of a sample (exported as the
                 #: layer's ``fire_window``).
-                start = fire_start(depth, self.hold)
-                block.fire_window = (start, start + self.timesteps)
+                start = fire_start(self.depths[i], self.hold)
+                block.fire_window = (start, start + self.window_length(i))
+
+    def window_length(self, index: int) -> Optional[int]:
+        """Steps of block ``index``'s firing window: R for the output block, else T."""
+        return self.readout if index == self.output_block else self.timesteps
 
     @property
     def latency(self) -> int:
@@ -287,6 +314,11 @@ class ConvertedNetwork(SpikingNetwork):
         the hold of each)."""
         return fire_start(self.depths[-1], self.hold)
 
+    @property
+    def padding(self) -> int:
+        """Silent steps to append to T input steps in device timing so that the run covers
+        the output's whole window: the latency, plus R - T with a readout window."""
+        return self.latency + (self.readout or 0) - (self.timesteps or 0)
 
     @property
     def has_skips(self) -> bool:
@@ -308,7 +340,7 @@ class ConvertedNetwork(SpikingNetwork):
             if hasattr(block, "synapse"):
                 skip = getattr(block, "skip", None)
                 a, span = neuron_input(block, x, None if skip is None else outputs[skip.source], timing,
-                                       self.depths[i], self.hold, self.timesteps)
+                                       self.depths[i], self.hold, self.timesteps, self.window_length(i))
                 x = window(block.neuron(a), span, timing)
             else:
                 x = block(x)
@@ -349,7 +381,7 @@ class ConvertedNetwork(SpikingNetwork):
                 starts = tuple(None if src is None or not self.depths[src] else fire_start(self.depths[src], self.hold)
                                for src in sources)
                 held = held_counts(block, counts, None if skip is None else outputs[skip.source], self.timesteps,
-                                   starts=starts)
+                                   starts=starts, window=self.window_length(i))
                 if held is None:
                     return None
                 counts = held[0]
