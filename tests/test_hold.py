@@ -203,21 +203,36 @@ def test_held_network_runs_on_counts(block, fixed_point):
                                   result.counts(images, fixed_point=fixed_point, dtype=torch.float64, collapse=False))
 
 
-def test_count_run_declines_where_v_might_clip_and_needs_a_full_hold():
-    """A block whose initial voltage sits next to the 24-bit limit: the count run declines
-    (None) and ``counts`` falls back to the step-by-step run. With hold < T counts do not
-    determine the output and count_forward refuses."""
+def test_count_run_steps_a_block_that_might_clip_and_needs_a_full_hold():
+    """A block whose initial voltage sits next to the 24-bit limit (its v clips on the
+    way): the count run steps that block alone on its sources' front-loaded trains and
+    still gives the step-by-step counts at every block, in fixed point. Where that block
+    reads the rate-coded input (order unknown), the count run declines (None) and
+    ``counts`` runs step by step. With hold < T counts do not determine the output and
+    count_forward refuses."""
     t = 4
     result, images = _held_resnet(t, t)
-    block = result.snn.blocks[3]
-    block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 8) / block.neuron.s_scale)
-    x = torch.as_tensor(result.encode(images), dtype=torch.float32).sum(-1)
-    assert result.snn.count_forward(x) is None
+    snn = result.snn.double()
+    x = torch.as_tensor(result.encode(images, pad=True), dtype=torch.float64)
+    counts_in = torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1)
+    for index in (3, 1):
+        block = snn.blocks[index]
+        block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - 8) / block.neuron.s_scale)
+        with torch.no_grad():
+            _, trains = snn(x, record=True, timing="device")
+        held = snn.count_forward(counts_in, record=True)
+        if index == 1:
+            assert held is None
+            break
+        assert trains[index][..., block.fire_window[0]].sum() > 0  # it fires: the clip shapes its count
+        for k, count in enumerate(held[1]):
+            if k and hasattr(snn.blocks[k], "synapse"):
+                torch.testing.assert_close(count, trains[k].sum(-1), rtol=0, atol=0, msg=f"block {k}")
     np.testing.assert_array_equal(result.counts(images), result.counts(images, collapse=False))
     short, _ = _held_resnet(t - 1, t)
     assert not short.snn.collapsible
     with pytest.raises(ConversionError, match="hold >= timesteps"):
-        short.snn.count_forward(x)
+        short.snn.count_forward(counts_in)
 
 
 def _group_weights(block) -> list:
@@ -263,7 +278,8 @@ def test_count_run_near_the_limit_takes_the_partial_sums_of_front_loaded_trains(
     order-free bound W⁺·N but more than the largest partial sum its sources' front-loaded
     trains actually reach (the cumulative sum of its input in the recorded step-by-step
     run): the static and |W| bounds decline, the partial sums settle it, and the count run
-    still equals the step-by-step run. One unit less room than that peak, it declines."""
+    still equals the step-by-step run. One unit less room than that peak, every bound
+    declines and the block is stepped alone (:func:`held_steps`), still equal."""
     t = 4
     result, images = _held_resnet(t, t)
     snn = result.snn.double()
@@ -294,7 +310,11 @@ def test_count_run_near_the_limit_takes_the_partial_sums_of_front_loaded_trains(
                                   result.counts(images, dtype=torch.float64, collapse=False))
     block.neuron.v_init = torch.full_like(block.neuron.v_init, ((1 << 23) - round(needed * scale)) / scale)
     snn.double()
-    assert snn.count_forward(torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1)) is None
+    del window_count_answers[:]
+    stepped = snn.count_forward(torch.as_tensor(result.encode(images), dtype=torch.float64).sum(-1))
+    assert sum(answer is None for answer in window_count_answers) == 3  # every bound declined
+    with torch.no_grad():
+        np.testing.assert_array_equal(stepped.numpy(), snn(x, timing="device").sum(-1).numpy())
 
 
 @pytest.mark.parametrize("block", ["restructured", "standard"])

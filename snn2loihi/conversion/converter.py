@@ -16,7 +16,7 @@ from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neu
                     with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
-from .network import ConvertedNetwork, fire_start, front_loaded, held_counts, neuron_input, window
+from .network import ConvertedNetwork, fire_start, held_counts, held_steps, neuron_input, window
 from .report import ConversionReport, ErrorAccumulator
 from .thresholds import RULES, base_threshold
 
@@ -263,7 +263,7 @@ class _Builder:
         self.latency = fire_start(len(self.pops) - 1, self.hold)
         #: With hold ≥ T every layer runs on spike counts (``held_counts``): ``spikes`` then
         #: holds counts (N, *shape); a batch that might clip v runs step by step on the
-        #: trains those counts stand for (``front_loaded``; the input's own trains in ``trains0``).
+        #: trains those counts stand for (``held_steps``; the input's own trains in ``trains0``).
         self.collapsed = self.hold >= timesteps and bias_mode != "current"
         self.trains0: Optional[torch.Tensor] = None
         self.thetas = {0: 1.0}
@@ -429,13 +429,17 @@ class _Builder:
 
     def _step_by_step(self, q: int, block, batch: dict, sources: dict, part: slice, rows: Optional[torch.Tensor]):
         """(spikes, neuron input, window span) of population q for one calibration batch,
-        stepped through time; in a collapsed pass on the trains its sources' counts stand for."""
-        if self.collapsed:
-            steps = self.latency + self._window(q) if self.timing == "device" else self.t
-            batch = {k: (self.trains0[part].float() if sources[k] == 0 else
-                         front_loaded(c, fire_start(sources[k], self.hold) if self.timing == "device" else 0,
-                                      steps).float())
-                     for k, c in batch.items()}
+        stepped through time; in a collapsed pass on the trains its sources' counts stand for
+        (the input's own trains for population 1; later ones step alone around their window,
+        :func:`~.network.held_steps`)."""
+        if self.collapsed and q >= 2:
+            main = batch["main"].flatten(1) if len(self.pops[q].shape) == 1 else batch["main"]
+            starts = (fire_start(sources["main"], self.hold),
+                      None if sources["skip"] is None else fire_start(sources["skip"], self.hold))
+            return held_steps(block, [main, batch.get("skip")], starts, fire_start(q, self.hold), self._window(q),
+                              rows)
+        if self.collapsed:  # population 1 reads the input alone
+            batch = {"main": self.trains0[part].float()}
         if batch["main"].dim() == 5 and len(self.pops[q].shape) == 1:
             batch["main"] = batch["main"].flatten(1, 3)
         a, span = neuron_input(block, batch["main"], batch.get("skip"), self.timing, q, self.hold, self.t,

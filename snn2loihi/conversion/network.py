@@ -39,8 +39,9 @@ came. The network then runs on one frame of counts per block instead of T + h st
 is what a whole test set needs (about T times less convolution). In fixed point it equals
 the step-by-step run exactly wherever no partial sum of a block's input can have taken v
 past the 24-bit range: :func:`held_counts` bounds them (statically, then with |W|, then
-with the exact partial sums of its sources' front-loaded trains) and :meth:`count_forward`
-declines where none of these rules a clip out.
+with the exact partial sums of its sources' front-loaded trains); where none of these rules
+a clip out, :meth:`count_forward` steps that block alone over the 2T + 1 steps around its
+window on those trains (:func:`held_steps`).
 """
 from __future__ import annotations
 
@@ -159,6 +160,29 @@ def partial_sum_range(block, counts: list, starts: tuple, timesteps: int,
         high = p.amax(-1) if high is None else torch.maximum(high, p.amax(-1))
     zero = torch.zeros_like(low)
     return torch.minimum(low, zero), torch.maximum(high, zero)
+
+
+def held_steps(block, counts: list, starts: tuple, first: int, window: int,
+               factor: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, slice]:
+    """(spikes, neuron input a, firing window on their time axis) of one held block stepped
+    through time on the trains its held sources' ``counts`` (main synapse, then skip or
+    None) stand for: each fires front-loaded from its window's device step in ``starts``
+    (:func:`front_loaded`). The exact fallback where :func:`held_counts` cannot rule out a
+    24-bit clip: the neuron clamps v step by step as on the chip.
+
+    Only the steps from the first source's window to the end of the block's own window
+    (opening at device step ``first``, ``window`` steps) are run: nothing reaches the block
+    before, and its integrate-and-fire neurons without bias current hold ``v_init`` until
+    then. About 2T + 1 steps instead of the whole run; ``factor`` (C,) scales a per channel."""
+    t0 = min(start for c, start in zip(counts, starts) if c is not None)
+    steps = first + window - t0
+    trains = [None if c is None else front_loaded(c, start - t0, steps).to(c.dtype) for c, start in zip(counts, starts)]
+    a = layer_input(block, trains[0], trains[1], "device", 0)
+    if factor is not None:
+        a = a * factor.to(a.dtype).reshape((1, -1) + (1,) * (a.dim() - 2))
+    span = slice(first - t0, steps)
+    block.neuron.fire_window = (span.start, span.stop)
+    return block.neuron(a), a, span
 
 
 def front_loaded(counts: torch.Tensor, first: int, steps: int) -> torch.Tensor:
@@ -365,8 +389,11 @@ class ConvertedNetwork(SpikingNetwork):
 
         Each block's neurons open their window holding ``v_init + W·N_in`` (skip group
         included) and fire :meth:`~snn2loihi.neuron.soft_lif.Neuron.window_count` spikes.
-        Returns None in fixed point where a block's state might have reached the 24-bit
-        limit in the step-by-step run (:func:`held_counts`; then use ``forward``).
+        In fixed point, a block whose state might have reached the 24-bit limit
+        (:func:`held_counts` cannot rule it out) is stepped alone on the trains its sources'
+        counts stand for (:func:`held_steps`, exact with the clamp); where such a block reads
+        the rate-coded input, whose spike order counts do not give, this returns None (then
+        use ``forward``).
         With ``record=True`` also a list with every block's counts, (N, *shape).
         """
         if not self.collapsible:
@@ -380,11 +407,15 @@ class ConvertedNetwork(SpikingNetwork):
                 sources = (i - 1, None if skip is None else skip.source)
                 starts = tuple(None if src is None or not self.depths[src] else fire_start(self.depths[src], self.hold)
                                for src in sources)
-                held = held_counts(block, counts, None if skip is None else outputs[skip.source], self.timesteps,
-                                   starts=starts, window=self.window_length(i))
-                if held is None:
+                frames = [counts, None if skip is None else outputs[skip.source]]
+                held = held_counts(block, *frames, self.timesteps, starts=starts, window=self.window_length(i))
+                if held is not None:
+                    counts = held[0]
+                elif None in starts[:1 + (skip is not None)]:  # rate-coded input: its order is not known
                     return None
-                counts = held[0]
+                else:
+                    counts = held_steps(block, frames, starts, fire_start(self.depths[i], self.hold),
+                                        self.window_length(i))[0].sum(-1)
             else:
                 counts = block(counts.unsqueeze(-1))[..., 0]
             outputs.append(counts if record or i in needed else None)
