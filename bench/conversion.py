@@ -19,7 +19,8 @@ resumes), and ``OUT/conversion.md`` + ``OUT/conversion.png`` (accuracy vs T) are
 from all rows at the end. JSON rows: ``model, layers, rule, block, timesteps, accuracy_ann,
 accuracy_snn_float, accuracy_snn_fixed_point`` (fractions) plus ``activation`` (``relu`` or
 ``qcfs-L<L>``), width, hold, readout (R, the output layer's window in steps), test/calibration
-sizes, latency, seconds and the output layer's conversion error.
+sizes, latency, seconds, the output layer's conversion error and ``tied_top_fixed_point`` (the
+fraction of test images whose top output count is shared by several classes).
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import snn2loihi  # noqa: E402,F401  (imports Lava's multiprocessing first)
 from snn2loihi import allocator  # noqa: E402
+from snn2loihi.atomic import write_json  # noqa: E402
 from models.ann import (activation_label, count_layers, load_checkpoint, resnet, resnet_file,  # noqa: E402
                         save_checkpoint, train)
 from snn2loihi.conversion import convert  # noqa: E402
@@ -79,14 +80,6 @@ def variant(row: dict) -> tuple:
             row["test_samples"])
 
 
-def atomic_json(path: str, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def ann_for(depth: int, args, data):
     path = os.path.join(args.ann_dir, resnet_file(depth, args.width, args.activation, args.levels))
     if not os.path.isfile(path):
@@ -103,6 +96,12 @@ def ann_for(depth: int, args, data):
                          "train_seconds": time.time() - start, "device": "cpu"})
     model, arch, meta = load_checkpoint(path)
     return model, arch, meta
+
+
+def tied_top(counts: np.ndarray) -> float:
+    """Fraction of samples whose largest output count (N, classes) is shared by two or more classes:
+    argmax then takes the lowest class index, a guess."""
+    return float(np.mean((counts == counts.max(1, keepdims=True)).sum(1) > 1))
 
 
 @torch.no_grad()
@@ -148,6 +147,7 @@ def run(args) -> list:
                    "timing": result.timing, "convert_seconds": round(converted, 1),
                    "eval_seconds": round(time.time() - start - converted, 1),
                    "output_error_rms": result.report.layers[-1].total,
+                   "tied_top_fixed_point": tied_top(counts[True]),
                    "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
             if args.check and rule.startswith("tuned") and (hold or t == min(steps)):
                 net, _ = result.export()
@@ -156,7 +156,7 @@ def run(args) -> list:
                 row["emulator_check"] = {"samples": len(x),
                                          "mismatched_counts": int((emulated != counts[True][:len(x)]).sum())}
             rows.append(row)
-            atomic_json(path, rows)
+            write_json(path, rows, indent=1)
             print(f"{name} {act} {args.bias} T={t:3d} hold {hold:2d} R={window:4d} {block:12s} {rule:10s} "
                   f"ANN {ann_acc:.4f} SNN float "
                   f"{row['accuracy_snn_float']:.4f} fixed {row['accuracy_snn_fixed_point']:.4f} "
@@ -337,7 +337,7 @@ def main(argv=None) -> int:
         keys = {key(r) for r in rows}
         for other in args.merge:
             rows += [r for r in json.load(open(other)) if key(r) not in keys]
-        atomic_json(path, rows)
+        write_json(path, rows, indent=1)
     rows = json.load(open(path)) if args.report_only else run(args)
     write_markdown(rows, args.out, args)
     plot(rows, args.out)

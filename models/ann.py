@@ -23,8 +23,6 @@ and the state dict only, so they load with ``torch.load(..., weights_only=True)`
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from typing import Callable, Optional, Sequence
 
@@ -32,6 +30,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from snn2loihi.atomic import atomic_path
 from snn2loihi.conversion.activation import ClipFloorShift
 
 __all__ = ["BasicBlock", "activation_layer", "activation_label", "resnet_file", "resnet", "vgg", "build",
@@ -147,17 +146,9 @@ def count_layers(model: nn.Module) -> int:
 
 def save_checkpoint(path: str, model: nn.Module, arch: dict, meta: Optional[dict] = None) -> None:
     """Write ``{"arch", "state_dict", "meta"}`` atomically (temporary file + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"arch": dict(arch), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "meta": dict(meta or {})}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_checkpoint(path: str) -> tuple[nn.Sequential, dict, dict]:

@@ -10,9 +10,7 @@ accounts spikes, synaptic operations and energy, and writes ``report.json`` and
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -22,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .accounting import account
+from .atomic import write_json
 from .blocks.network import SpikingNetwork
 from .blocks.soft_lif import Conv, Dense, Flatten, Pool
 from .data.digits import load_digits_split
@@ -66,13 +65,6 @@ def _accuracy(output: np.ndarray, labels: np.ndarray) -> float:
 def _sha256(path: str) -> str:
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
-
-
-def _write_json(data: dict, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def run_demo(out_dir: str, config: DemoConfig | None = None, progress: bool = True,
@@ -156,6 +148,6 @@ def run_demo(out_dir: str, config: DemoConfig | None = None, progress: bool = Tr
         "energy": accounting.to_dict(),
         "timings": timings,
     }
-    _write_json(report, os.path.join(out_dir, "report.json"))
+    write_json(os.path.join(out_dir, "report.json"), report)
     log(accounting.format_table())
     return report

@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import Snn2LoihiError
 from .ir import ConvLayer, DenseLayer, FlattenLayer, Network, PoolLayer, layer_neuron
 
@@ -173,13 +174,8 @@ def network_to_nir(net: Network, dt: float = NIR_DT):
 def write_nir(net: Network, path: str, dt: float = NIR_DT) -> None:
     """Write ``net`` as a NIR HDF5 file (see :func:`network_to_nir`)."""
     graph = network_to_nir(net, dt)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         _nir().write(tmp, graph)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------- import

@@ -18,7 +18,6 @@ in the same directory, then ``os.replace``.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping, Optional
 
 import numpy as np
@@ -26,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .accounting import Accounting, layer_type
+from .atomic import atomic_path
 from .ir import FlattenLayer, InputLayer, Network
 from .sim.emulator import SimResult
 
@@ -150,19 +150,8 @@ def _default_title(acc: Accounting) -> str:
 
 def save_figure(fig: Figure, path: str) -> str:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

@@ -453,6 +453,14 @@ while True:
 """
 
 
+def _size(path) -> int:
+    """Bytes in ``path``; 0 if it was renamed away since it was listed."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def test_checkpoint_save_killed_midway_leaves_a_whole_file(tmp_path):
     """A process saving 32 MB checkpoints in a loop is SIGKILLed three times while its
     temporary file exists (mid-write): each time the checkpoint on disk loads and is one
@@ -460,14 +468,14 @@ def test_checkpoint_save_killed_midway_leaves_a_whole_file(tmp_path):
     old file too."""
     path = str(tmp_path / "ckpt.pt")
     for _ in range(3):
+        stale = set(tmp_path.glob(".ckpt.pt.*.tmp"))  # left by the saves killed before
         proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP.format(tests=os.path.dirname(__file__),
                                                                          path=path)],
                                 stdout=subprocess.PIPE, cwd=REPO)
         try:
             assert proc.stdout.readline().strip(), "the saver never completed a save"
-            tmp = tmp_path / f".ckpt.pt.tmp{proc.pid}"  # save_checkpoint's temporary file
-            with alarm(FAILURE_DEADLINE_S):
-                while not (tmp.exists() and tmp.stat().st_size > 0):
+            with alarm(FAILURE_DEADLINE_S):  # until a save of this process has begun writing
+                while not any(_size(tmp) > 0 for tmp in set(tmp_path.glob(".ckpt.pt.*.tmp")) - stale):
                     time.sleep(0.0005)
         finally:
             proc.kill()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
+from ..atomic import write_json
 from ..errors import InputError
 from .common import add_input_arguments, check_writable, run_file
 
@@ -64,19 +64,6 @@ def account_file(args: argparse.Namespace):
     return net, x, result, acc, note
 
 
-def write_json(data: dict, path: str) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def check_folder(path: str) -> None:
     """Raise InputError unless ``path`` is a folder or can be created (its parent exists)."""
     if os.path.isdir(path):
@@ -102,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         plot_report(acc, spikes, args.plot)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        write_json(report, os.path.join(args.out, "energy.json"))
+        write_json(os.path.join(args.out, "energy.json"), report)
         write_plots(acc, spikes, args.out)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -6,7 +6,8 @@ import os
 
 from ..errors import InputError
 from .common import add_input_arguments
-from .energy import account_file, add_accounting_arguments, check_folder, write_json
+from ..atomic import write_json
+from .energy import account_file, add_accounting_arguments, check_folder
 
 
 def register(sub) -> None:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             sections += ["", f"Reset comparison: {err}"]
     text = "\n".join(sections)
     os.makedirs(args.out, exist_ok=True)
-    write_json(report, os.path.join(args.out, "report.json"))
+    write_json(os.path.join(args.out, "report.json"), report)
     with open(os.path.join(args.out, "report.txt"), "w") as handle:
         handle.write(text + "\n")
     spikes = sample_spikes(net, result, sample=0, x=x)

@@ -15,10 +15,10 @@ naming the file and the byte offset.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import DataError
 from .events import make_events
 
@@ -59,10 +59,8 @@ def write_nmnist(path: str, events: np.ndarray) -> None:
     rec[:, 0], rec[:, 1] = events["x"], events["y"]
     rec[:, 2] = ((events["p"].astype(np.int64) & 1) << 7) | (t >> 16)
     rec[:, 3], rec[:, 4] = (t >> 8) & 0xFF, t & 0xFF
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(rec.tobytes())
-    os.replace(tmp, path)
 
 
 def _aedat_header_end(raw: bytes) -> int:

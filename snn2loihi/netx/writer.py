@@ -12,30 +12,20 @@ The file is written to a temporary name and renamed, so a crash never leaves hal
 from __future__ import annotations
 
 import os
-import tempfile
 
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..ir import ConvLayer, DenseLayer, FlattenLayer, InputLayer, Network, NeuronSpec, PoolLayer, Skip
 
 
 def write_network(net: Network, path: str | os.PathLike) -> None:
     """Write ``net`` to ``path`` atomically (temporary file + rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".netx-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            group = handle.create_group("layer")
-            for i, layer in enumerate(net.layers):
-                write_layer(group.create_group(str(i)), layer)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        group = handle.create_group("layer")
+        for i, layer in enumerate(net.layers):
+            write_layer(group.create_group(str(i)), layer)
 
 
 def write_layer(g: h5py.Group, layer) -> None:

@@ -15,6 +15,7 @@ import zipfile
 
 import torch
 
+from ..atomic import atomic_path
 from ..errors import CheckpointError
 
 FORMAT = "snn2loihi-checkpoint"
@@ -23,15 +24,8 @@ VERSION = 1
 
 def save_checkpoint(path: str, state: dict) -> None:
     """Write ``state`` (plus format and version) atomically to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_checkpoint(path: str) -> dict:

@@ -21,7 +21,6 @@ checkpoint continues exactly as the uninterrupted run (same thread count).
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..atomic import write_json
 from ..errors import CheckpointError, TrainingError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Distributed
@@ -310,10 +310,7 @@ class Trainer:
             summary["test_samples"] = int(len(x))
             state = load_checkpoint(self.path)
             save_checkpoint(self.path, {**state, "done": True, "summary": _plain(summary)})
-            tmp = os.path.join(self.out_dir, f".{SUMMARY}.tmp")
-            with open(tmp, "w") as handle:
-                json.dump(_plain(summary), handle, indent=2)
-            os.replace(tmp, os.path.join(self.out_dir, SUMMARY))
+            write_json(os.path.join(self.out_dir, SUMMARY), _plain(summary))
         self.dist.barrier()
         return summary
 
