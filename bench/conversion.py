@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import snn2loihi  # noqa: E402,F401  (imports Lava's multiprocessing first)
 from snn2loihi import allocator  # noqa: E402
-from snn2loihi.atomic import write_json  # noqa: E402
+from snn2loihi.atomic import atomic_path, write_json  # noqa: E402
 from models.ann import (activation_label, count_layers, load_checkpoint, resnet, resnet_file,  # noqa: E402
                         save_checkpoint, train)
 from snn2loihi.conversion import convert  # noqa: E402
@@ -74,10 +74,11 @@ def method_label(rule: str, hold, factor: int = 1) -> str:
 
 
 def variant(row: dict) -> tuple:
-    """(model, activation, width, bias, test images): one table (and one plot panel where
-    the whole test set was used)."""
+    """(model, activation, width, bias, test images, ANN accuracy): one table (and one plot
+    panel where the whole test set was used). The ANN's accuracy tells two checkpoints of
+    one architecture apart (CPU training is not bit-reproducible across machines)."""
     return (row["model"], row.get("activation", "relu"), row.get("width"), row.get("bias", "timed"),
-            row["test_samples"])
+            row["test_samples"], round(row["accuracy_ann"], 4))
 
 
 def ann_for(depth: int, args, data):
@@ -166,7 +167,7 @@ def run(args) -> list:
 
 def _order(var: tuple) -> tuple:
     """Largest test set first, then by depth."""
-    return -var[4], int(var[0].split("-")[1]), var[1], var[2] or 0, var[3]
+    return -var[4], int(var[0].split("-")[1]), var[1], var[2] or 0, var[3], var[5]
 
 
 def _method_order(m: tuple) -> tuple:
@@ -176,8 +177,12 @@ def _method_order(m: tuple) -> tuple:
 
 
 def _title(var: tuple) -> str:
-    model, act, width, bias, test = var
+    model, act, width, bias, test, ann = var
     return f"{model}, {act}, width {width}, {bias} bias, {test} test images"
+
+
+def _title_with_ann(var: tuple) -> str:
+    return f"{_title(var)}, ANN {var[5]:.4f}"
 
 
 def write_markdown(rows: list, out: str, args) -> None:
@@ -247,7 +252,7 @@ def write_markdown(rows: list, out: str, args) -> None:
                  if k[0] == "restructured" and k[1].startswith("tuned")]
         if not tuned:
             continue
-        lines += [f"### {_title(var)}", "", "| T | tuned + restructured | gap to ANN | ≤ 1 point | max-norm | "
+        lines += [f"### {_title_with_ann(var)}", "", "| T | tuned + restructured | gap to ANN | ≤ 1 point | max-norm | "
                   "tuned − max | clearly better | best here | steps on the chip |", "|---|---|---|---|---|---|---|---|---|"]
         for k in tuned:
             row, t = sub[k], k[4]
@@ -266,7 +271,7 @@ def write_markdown(rows: list, out: str, args) -> None:
                 + f"{top['accuracy_snn_fixed_point']:.3f} ({top['block']}, "
                 f"{method_label(*method(top)[1:])}) | {readout(row) + row['latency']} |")
         lines.append("")
-    with open(os.path.join(out, "conversion.md"), "w") as f:
+    with atomic_path(os.path.join(out, "conversion.md")) as tmp, open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
@@ -292,11 +297,12 @@ def plot(rows: list, out: str) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (input steps)")
         ax.set_ylabel("test accuracy (Loihi fixed point)")
-        ax.set_title(f"{_title(var)}", fontsize=9)
+        ax.set_title(_title_with_ann(var), fontsize=9)
         ax.set_ylim(0, 1)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "conversion.png"), dpi=110)
+    with atomic_path(os.path.join(out, "conversion.png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def main(argv=None) -> int:
