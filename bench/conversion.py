@@ -132,7 +132,7 @@ def run(args) -> list:
                    for factor in args.readouts.split(",")]
         for t, block, rule, hold, window in configs:
             ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
-                     "test_samples": len(x_test), "rule": rule, "block": block, "timesteps": t, "hold": hold,
+                     "test_samples": len(x_test), "accuracy_ann": ann_acc, "rule": rule, "block": block, "timesteps": t, "hold": hold,
                      "readout": window}
             if key(ident) in done or window > t and hold < t:  # a readout window needs a full hold
                 continue
@@ -141,7 +141,7 @@ def run(args) -> list:
                              correct=rule.endswith("+corrected"), hold=hold, readout=window)
             converted = time.time() - start
             counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
-            row = {**ident, "layers": layers, "accuracy_ann": ann_acc,
+            row = {**ident, "layers": layers,
                    "accuracy_snn_float": float(np.mean(counts[False].argmax(1) == y_test)),
                    "accuracy_snn_fixed_point": float(np.mean(counts[True].argmax(1) == y_test)),
                    "calib_samples": len(calib), "latency": result.latency, "on_counts": result.snn.collapsible,
