@@ -299,7 +299,7 @@ def plot(rows: list, out: str) -> None:
         ax.set_ylabel("test accuracy (Loihi fixed point)")
         ax.set_title(_title_with_ann(var), fontsize=9)
         ax.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=6, loc="lower right")  # panels hold different methods (readout, rules)
     fig.tight_layout()
     with atomic_path(os.path.join(out, "conversion.png")) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
