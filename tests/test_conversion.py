@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from models.ann import CLIP_FLOOR, BasicBlock, resnet, save_checkpoint, train, vgg
-from snn2loihi.conversion import ClipFloorShift, ConversionError, convert, extract_graph
+from snn2loihi.conversion import ClipFloorShift, ConversionError, convert, converter, extract_graph
 from snn2loihi.conversion.activation import clip_floor_shift
 from snn2loihi.conversion.graph import fold_bn
 from snn2loihi.conversion.report import ErrorAccumulator
@@ -465,6 +465,28 @@ def test_restructured_resnet_chain_relays_and_aligned_windows():
         assert spikes[..., :depth].sum() == 0
         np.testing.assert_array_equal(aligned[index].numpy().astype(np.uint8).reshape(spikes[..., :5].shape),
                                       spikes[..., depth:depth + 5], err_msg=f"layer {index}")
+
+
+def test_a_shortcut_from_the_input_is_relayed_or_refused_up_front(monkeypatch):
+    """A network that opens with a residual block: its shortcut reads the input, which has
+    no neurons for a skip synapse to read. The standard block is refused before any
+    calibration work with a message that says what to do; the restructured block relays the
+    shortcut through neurons, converts, and with a hold its count pass equals the
+    step-by-step pass (the fallback stepping population 1 on the input's own trains)."""
+    torch.manual_seed(0)
+    ann = _randomize_bn(nn.Sequential(BasicBlock(1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)))
+    x = torch.rand(8, 1, 8, 8)
+    monkeypatch.setattr(converter._Builder, "run", lambda *args: pytest.fail("calibration started"))
+    with pytest.raises(ConversionError, match="shortcut reads the network's input.*block='restructured'"):
+        convert(ann, x[:5], 4, block="standard")
+    monkeypatch.undo()
+    fast = convert(ann, x[:5], 4, hold=4, rule="tuned", block="restructured", correct=True)
+    monkeypatch.setattr(converter, "held_counts", lambda *args, **kwargs: None)
+    slow = convert(ann, x[:5], 4, hold=4, rule="tuned", block="restructured", correct=True)
+    assert fast.thresholds == slow.thresholds
+    assert [layer.total for layer in fast.report.layers] == [layer.total for layer in slow.report.layers]
+    np.testing.assert_array_equal(fast.counts(x[5:]), slow.counts(x[5:]))
+    _record_equal(fast, x[5:], fast.export()[0])
 
 
 def test_bad_options_and_inputs_are_refused(digits):

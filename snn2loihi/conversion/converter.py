@@ -16,7 +16,7 @@ from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neu
                     with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
-from .network import ConvertedNetwork, fire_start, held_counts, held_steps, neuron_input, window
+from .network import ConvertedNetwork, device_padding, fire_start, held_counts, held_steps, neuron_input, window
 from .report import ConversionReport, ErrorAccumulator
 from .thresholds import RULES, base_threshold
 
@@ -257,13 +257,19 @@ class _Builder:
         where = locate(self.pops)
         self.sources = [sorted({where[op.source][0] for n in pop.nodes for op in graph.nodes[n].ops})
                         for pop in self.pops]
+        if any(0 in s for s in self.sources[2:]):
+            raise ConversionError("a shortcut reads the network's input directly, but a skip synapse must read "
+                                  "a layer with neurons (the input has none): use block='restructured', which "
+                                  "relays the shortcut through neurons, or put a conv + ReLU stem before the "
+                                  "first residual block")
         skips = any(s != [q - 1] for q, s in enumerate(self.sources) if q)
         # Aligned timing is exact only for a chain whose layers never fire before their window.
         self.timing = "device" if skips or bias_mode == "current" else "aligned"
         self.latency = fire_start(len(self.pops) - 1, self.hold)
         #: With hold ≥ T every layer runs on spike counts (``held_counts``): ``spikes`` then
         #: holds counts (N, *shape); a batch that might clip v runs step by step on the
-        #: trains those counts stand for (``held_steps``; the input's own trains in ``trains0``).
+        #: trains those counts stand for (``held_steps``; population 1 on the input's own
+        #: trains, ``trains0``: only it reads the input).
         self.collapsed = self.hold >= timesteps and bias_mode != "current"
         self.trains0: Optional[torch.Tensor] = None
         self.thetas = {0: 1.0}
@@ -272,7 +278,7 @@ class _Builder:
 
     def run(self, progress: bool) -> ConvertedNetwork:
         """Convert every population in order; return the network (fixed point on)."""
-        pad = self.latency + self.readout - self.t if self.timing == "device" else 0
+        pad = device_padding(self.latency, self.t, self.readout) if self.timing == "device" else 0
         spikes = {0: torch.as_tensor(encode(self.x, self.t, self.u0, pad), dtype=torch.bool)}
         if self.collapsed:
             self.trains0, spikes[0] = spikes[0], spikes[0].sum(-1, dtype=torch.float32)
@@ -400,18 +406,18 @@ class _Builder:
             for start in range(0, len(self.x), self.batch):
                 part = slice(start, start + self.batch)
                 batch = {k: spikes[p][part].float() for k, p in sources.items() if p is not None}
-                held = None
+                batch["main"] = self._main_input(q, batch["main"])
+                held = starts = None
                 if self.collapsed:
-                    main = batch["main"].flatten(1) if len(pop.shape) == 1 else batch["main"]
                     starts = tuple(None if p is None or p == 0 else fire_start(p, self.hold)
-                                   for p in (sources["main"], sources["skip"]))
-                    held = held_counts(block, main, batch.get("skip"), self.t, rows, starts, steps)
+                                   for p in sources.values())
+                    held = held_counts(block, batch["main"], batch.get("skip"), self.t, rows, starts, steps)
                 if held is not None:
                     count, a = held
                     charge = a if block.neuron.v_init is None else a + block.neuron.v_init.reshape(
                         (-1,) + (1,) * (a.dim() - 2))
                 else:
-                    s, a, span = self._step_by_step(q, block, batch, sources, part, rows)
+                    s, a, span = self._step_by_step(q, block, batch, starts, part, rows)
                     end = span.start + steps  # inputs and spikes up to the end of the window count
                     charge = a[..., :end].sum(-1)
                     if block.neuron.v_init is not None:
@@ -427,21 +433,25 @@ class _Builder:
                 del block.skip
         return torch.cat(kept) if keep else None
 
-    def _step_by_step(self, q: int, block, batch: dict, sources: dict, part: slice, rows: Optional[torch.Tensor]):
-        """(spikes, neuron input, window span) of population q for one calibration batch,
-        stepped through time; in a collapsed pass on the trains its sources' counts stand for
-        (the input's own trains for population 1; later ones step alone around their window,
-        :func:`~.network.held_steps`)."""
+    def _main_input(self, q: int, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (spikes (N, C, H, W, T) or counts (N, C, H, W) of population q - 1) as
+        population q's main synapse reads it: flattened to (N, C·H·W, ...) where a dense
+        population reads a conv one."""
+        return x.flatten(1, 3) if len(self.pops[q].shape) == 1 and len(self.pops[q - 1].shape) == 3 else x
+
+    def _step_by_step(self, q: int, block, batch: dict, starts: Optional[tuple], part: slice,
+                      rows: Optional[torch.Tensor]):
+        """(spikes, neuron input, window span) of population q for one calibration batch
+        (its sources' spikes, the main one as :meth:`_main_input`), stepped through time. In
+        a collapsed pass ``batch`` holds counts and ``starts`` their sources' window openings:
+        population 1 steps on the input's own trains (only it reads the input), later ones
+        alone around their window on the trains the counts stand for
+        (:func:`~.network.held_steps`)."""
         if self.collapsed and q >= 2:
-            main = batch["main"].flatten(1) if len(self.pops[q].shape) == 1 else batch["main"]
-            starts = (fire_start(sources["main"], self.hold),
-                      None if sources["skip"] is None else fire_start(sources["skip"], self.hold))
-            return held_steps(block, [main, batch.get("skip")], starts, fire_start(q, self.hold), self._window(q),
-                              rows)
-        if self.collapsed:  # population 1 reads the input alone
-            batch = {"main": self.trains0[part].float()}
-        if batch["main"].dim() == 5 and len(self.pops[q].shape) == 1:
-            batch["main"] = batch["main"].flatten(1, 3)
+            return held_steps(block, [batch["main"], batch.get("skip")], starts, fire_start(q, self.hold),
+                              self._window(q), rows)
+        if self.collapsed:
+            batch = {"main": self._main_input(q, self.trains0[part].float())}
         a, span = neuron_input(block, batch["main"], batch.get("skip"), self.timing, q, self.hold, self.t,
                                self._window(q))
         if rows is not None:

@@ -211,6 +211,13 @@ def fire_start(depth: int, hold: int) -> int:
     return depth * (hold + 1)
 
 
+def device_padding(latency: int, timesteps: Optional[int], readout: Optional[int]) -> int:
+    """Silent steps to append to T input steps in device timing so that a run covers the
+    output's whole window: the latency, plus R - T with a readout window of R steps (no
+    window without a hold: ``timesteps = readout = None``)."""
+    return latency + (readout or 0) - (timesteps or 0)
+
+
 def aligned_frame(block, depth: int, hold: int) -> tuple[int, int]:
     """(lead, first) of a block at ``depth`` in aligned timing with a hold of ``hold`` steps:
     the bias-only steps before its input arrives (device steps ``0 .. d + (d-1)·h - 1``)
@@ -342,7 +349,7 @@ class ConvertedNetwork(SpikingNetwork):
     def padding(self) -> int:
         """Silent steps to append to T input steps in device timing so that the run covers
         the output's whole window: the latency, plus R - T with a readout window."""
-        return self.latency + (self.readout or 0) - (self.timesteps or 0)
+        return device_padding(self.latency, self.timesteps, self.readout)
 
     @property
     def has_skips(self) -> bool:
