@@ -45,6 +45,8 @@ from snn2loihi.sim.emulator import Emulator  # noqa: E402
 
 #: Threshold rules, and with "+corrected" the same rule followed by bias correction
 #: (``convert(correct=True)``).
+#: ``convert(headroom=...)``'s default, which every row without the key used.
+HEADROOM = 2.0
 RULES = ("max", "percentile", "clip", "tuned", "clip+corrected", "tuned+corrected")
 BLOCKS = ("standard", "restructured")
 
@@ -74,11 +76,12 @@ def method_label(rule: str, hold, factor: int = 1) -> str:
 
 
 def variant(row: dict) -> tuple:
-    """(model, activation, width, bias, test images, ANN accuracy): one table (and one plot
-    panel where the whole test set was used). The ANN's accuracy tells two checkpoints of
-    one architecture apart (CPU training is not bit-reproducible across machines)."""
+    """(model, activation, width, bias, test images, ANN accuracy, v headroom): one table (and
+    one plot panel where the whole test set was used). The ANN's accuracy tells two
+    checkpoints of one architecture apart (CPU training is not bit-reproducible across
+    machines); rows from before the headroom option used the default."""
     return (row["model"], row.get("activation", "relu"), row.get("width"), row.get("bias", "timed"),
-            row["test_samples"], round(row["accuracy_ann"], 4))
+            row["test_samples"], round(row["accuracy_ann"], 4), row.get("headroom", HEADROOM))
 
 
 def ann_for(depth: int, args, data):
@@ -133,12 +136,13 @@ def run(args) -> list:
         for t, block, rule, hold, window in configs:
             ident = {"model": name, "activation": act, "width": arch.get("width"), "bias": args.bias,
                      "test_samples": len(x_test), "accuracy_ann": ann_acc, "rule": rule, "block": block, "timesteps": t, "hold": hold,
-                     "readout": window}
+                     "readout": window, "headroom": args.headroom}
             if key(ident) in done or window > t and hold < t:  # a readout window needs a full hold
                 continue
             start = time.time()
             result = convert(ann, calib, t, rule=rule.split("+")[0], block=block, bias=args.bias,
-                             correct=rule.endswith("+corrected"), hold=hold, readout=window)
+                             correct=rule.endswith("+corrected"), hold=hold, readout=window,
+                             headroom=args.headroom)
             converted = time.time() - start
             counts = {m: result.counts(x_test, fixed_point=m) for m in (False, True)}
             row = {**ident, "layers": layers,
@@ -167,7 +171,7 @@ def run(args) -> list:
 
 def _order(var: tuple) -> tuple:
     """Largest test set first, then by depth."""
-    return -var[4], int(var[0].split("-")[1]), var[1], var[2] or 0, var[3], var[5]
+    return -var[4], int(var[0].split("-")[1]), var[1], var[2] or 0, var[3], var[5], -var[6]
 
 
 def _method_order(m: tuple) -> tuple:
@@ -177,8 +181,9 @@ def _method_order(m: tuple) -> tuple:
 
 
 def _title(var: tuple) -> str:
-    model, act, width, bias, test, ann = var
-    return f"{model}, {act}, width {width}, {bias} bias, {test} test images"
+    model, act, width, bias, test, ann, headroom = var
+    return (f"{model}, {act}, width {width}, {bias} bias, {test} test images"
+            + (f", v headroom {headroom:g}" if headroom != HEADROOM else ""))
 
 
 def _title_with_ann(var: tuple) -> str:
@@ -318,6 +323,8 @@ def main(argv=None) -> int:
                    "over R = k·T steps (k > 1 only with a hold of T)")
     p.add_argument("--test", type=int, default=10000, help="first test images (10000: all of Fashion-MNIST's)")
     p.add_argument("--calib", type=int, default=128)
+    p.add_argument("--headroom", type=float, default=HEADROOM,
+                   help="convert(headroom=...): membrane range a held layer keeps free of the 24-bit clip")
     p.add_argument("--check", type=int, default=8, help="emulator spot check images")
     p.add_argument("--ann-dir", default="bench/ann")
     p.add_argument("--width", type=int, default=4, help="ResNet width (stem channels)")

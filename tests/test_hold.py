@@ -397,3 +397,26 @@ def test_readout_window_needs_a_full_hold():
         convert(ann, images, 4, hold=3, readout=16)
     with pytest.raises(ConversionError, match="readout=2 needs readout >= timesteps"):
         convert(ann, images, 4, hold=4, readout=2)
+
+
+def test_less_v_headroom_buys_finer_weights_and_the_backends_still_agree():
+    """``convert(headroom=h)``: a held layer keeps h·(window + max Σ|W|) thresholds of v
+    free of the 24-bit clip (:func:`~snn2loihi.conversion.build.choose_scale`). With the
+    max rule (thresholds from the ANN alone, so both conversions share them) half the
+    default headroom never lowers a layer's neuron scale and doubles some (at T = 64 the
+    output layer's, the one with the largest row sums); the count run still equals the
+    step-by-step run and the emulator, spike count for spike count."""
+    t = 64
+    wide, images = _held_resnet(t, t, rule="max")
+    tight, _ = _held_resnet(t, t, rule="max", headroom=0.5)
+    assert wide.thresholds == tight.thresholds
+    scales = [[float(b.neuron.s_scale) for b in r.snn.blocks if hasattr(b, "synapse")] for r in (wide, tight)]
+    assert all(b in (a, 2 * a) for a, b in zip(*scales))
+    assert any(b == 2 * a for a, b in zip(*scales))
+    counts = tight.counts(images, dtype=torch.float64)
+    np.testing.assert_array_equal(counts, tight.counts(images, dtype=torch.float64, collapse=False))
+    net, _ = tight.export()
+    emulated = Emulator(net).run(tight.encode(images, pad=True)).output.sum(-1).reshape(len(images), -1)
+    np.testing.assert_array_equal(emulated, counts)
+    with pytest.raises(ConversionError, match="headroom > 0"):
+        _held_resnet(t, t, headroom=0)

@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--readout", type=int, default=1, metavar="K",
                    help="the output layer reads its charge out over R = K·T steps at a K times lower threshold "
                         "(finer class scores, fewer ties; K > 1 needs --hold >= every T); 1: R = T")
+    p.add_argument("--headroom", type=float, default=2.0,
+                   help="with --hold: membrane range kept free of the 24-bit clip, in (T + max row sum of |W|) "
+                        "thresholds; lower buys finer weights (docs/residual.md, 'The v headroom')")
     p.add_argument("--sweep", default="4,8,16,32,64,128", help="comma-separated T values to evaluate")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", help="dataset folder (fashion-mnist)")
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         ann_acc = float(np.mean(np.concatenate([ann(torch.as_tensor(x_test[k:k + 500])).argmax(1).numpy()
                                                 for k in range(0, len(x_test), 500)]) == y_test))
     options = {"rule": args.rule, "block": args.block, "percentile": args.percentile, "v_init": args.v_init,
-               "bias": args.bias, "correct": args.correct, "hold": args.hold}
+               "bias": args.bias, "correct": args.correct, "hold": args.hold,
+               "headroom": args.headroom}
     rows, exported = [], None
     for t in sweep:
         result = convert(ann, calib, t, readout=args.readout * t, **options)

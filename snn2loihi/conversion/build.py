@@ -199,8 +199,8 @@ def _ungroup(w: torch.Tensor, groups: int) -> torch.Tensor:
     return full
 
 
-def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0, window: int = 0
-                 ) -> tuple[int, int]:
+def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0, window: int = 0,
+                 headroom: float = 2.0) -> tuple[int, int]:
     """The neuron scale s (a power of two) and the coarse group's exponent e (0: one group).
 
     s fits the bias, v_init (``depth`` steps of bias) and u (see module doc) and the
@@ -212,9 +212,11 @@ def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0
 
     With a ``hold`` of h steps, v also has to hold the charge gathered before the window
     opens (no reset bounds it then): up to ``h·max ΣW⁺`` thresholds, but never more than
-    ``2·(window + max Σ|W|)`` is kept free of the 24-bit clip: a neuron holding that much
-    fires at every step of its ``window`` (T) steps anyway, and a larger charge clips
-    identically on every backend.
+    ``headroom·(window + max Σ|W|)`` is kept free of the 24-bit clip: a neuron holding
+    ``window + 1`` thresholds fires at every step of its ``window`` (T) steps anyway, and a
+    larger charge clips identically on every backend (only a partial sum that clips and
+    then falls back below that loses charge). Each halving of ``headroom`` can double s,
+    one more bit of weight resolution (docs/residual.md, "The v headroom").
     """
     weights = [spec.main[0]] + ([spec.skip[0]] if spec.skip is not None else [])
     w_max = float(spec.main[0].abs().max())
@@ -222,7 +224,7 @@ def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0
     v_max = float((spec.u0.abs() + depth * spec.bias.abs()).max()) + 1.0
     if hold:
         positive = sum(float(w.clamp(min=0).reshape(w.shape[0], -1).sum(1).max()) for w in weights)
-        v_max += min(hold * positive, 2 * (window + row_sum))
+        v_max += min(hold * positive, headroom * (window + row_sum))
     limits = [VTH_MAX, STATE_LIMIT / 64 / v_max / 1.01]
     limits += [WEIGHT_LIMIT / float(spec.skip[0].abs().max())] if spec.skip is not None and spec.skip[0].any() else []
     limits += [(STATE_LIMIT >> 6) / row_sum] if row_sum > 0 else []

@@ -128,7 +128,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
             batch_size: int = 32, progress: bool = False, correct: bool = False,
             fixed_point: bool = True, split_weights: bool = True, hold: int = 0,
-            readout: Optional[int] = None) -> ConversionResult:
+            readout: Optional[int] = None, headroom: float = 2.0) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
     The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
@@ -190,6 +190,11 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             ``θ·N/T`` come in steps of θ/R instead of θ/T: fewer tied classes at small T,
             for R - T more steps of latency and up to R/T times the output spikes. Every
             other layer is unchanged (:class:`~.network.ConvertedNetwork`).
+        headroom: with a hold, the membrane range each layer keeps free of the 24-bit
+            clip, in units of (window + max Σ|W|) thresholds (:func:`~.build.choose_scale`).
+            Less headroom buys finer weights (a larger scale) at the risk of clipping a
+            partial sum that later falls back; every backend clips alike, so it changes
+            accuracy, never agreement.
 
     Returns:
         :class:`ConversionResult` with ``.snn``, ``.thresholds``, ``.scales`` and ``.report``.
@@ -206,9 +211,9 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
         raise ConversionError(f"unknown option: rule={rule!r} (one of {sorted(RULES)}), block={block!r} "
                               f"({sorted(BLOCKS)}), bias={bias!r} ({BIAS_MODES}), v_init={v_init!r} "
                               f"({sorted(V_INIT_MODES)})")
-    if timesteps < 1 or not 0 < percentile <= 100 or hold < 0:
-        raise ConversionError(f"timesteps must be >= 1, 0 < percentile <= 100 and hold >= 0 (got {timesteps}, "
-                              f"{percentile}, {hold})")
+    if timesteps < 1 or not 0 < percentile <= 100 or hold < 0 or not headroom > 0:
+        raise ConversionError(f"timesteps must be >= 1, 0 < percentile <= 100, hold >= 0 and headroom > 0 (got "
+                              f"{timesteps}, {percentile}, {hold}, {headroom})")
     readout = timesteps if readout is None else int(readout)
     if readout != timesteps and (readout < timesteps or hold < timesteps):
         raise ConversionError(f"readout={readout} needs readout >= timesteps ({timesteps}) and hold >= timesteps "
@@ -221,7 +226,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
     if bias == "clock":
         graph = clocked(graph)
     builder = _Builder(graph, x, timesteps, rule_obj, percentile, V_INIT_MODES[v_init], bias, batch_size, correct,
-                       fixed_point, split_weights, hold, readout)
+                       fixed_point, split_weights, hold, readout, headroom)
     snn = builder.run(progress)
     names = {i: n.name for i, n in enumerate(graph.nodes)}
     report = ConversionReport(timesteps, rule, block, len(x), builder.timing, builder.errors)
@@ -245,11 +250,13 @@ class _Builder:
 
     def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
                  bias_mode: str, batch_size: int, correct: bool = False, fixed_point: bool = True,
-                 split_weights: bool = True, hold: int = 0, readout: Optional[int] = None):
+                 split_weights: bool = True, hold: int = 0, readout: Optional[int] = None,
+                 headroom: float = 2.0):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
         self.readout = timesteps if readout is None else readout
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
         self.fixed_point, self.split_weights, self.hold = fixed_point, split_weights, int(hold)
+        self.headroom = headroom
         #: T where a held layer front-loads its bias charge T·b' into v_init, else 0
         #: (:func:`~.build.neuron_state`).
         self.held_window = timesteps if self.hold else 0
@@ -363,7 +370,7 @@ class _Builder:
                           self.u0)
         # bias steps in v_init: q (currents before the window) or T front-loaded with a hold
         scale, exp = choose_scale(spec, self.held_window or q, split=self.split_weights and spec.skip is None
-                                  and q >= 2, hold=self.hold, window=self._window(q))
+                                  and q >= 2, hold=self.hold, window=self._window(q), headroom=self.headroom)
         if exp:
             spec = with_coarse_group(spec, scale, q - 1)
         current, v0 = neuron_state(spec, scale, q, self.bias_mode, self.held_window)
