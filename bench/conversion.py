@@ -40,13 +40,12 @@ from snn2loihi.atomic import atomic_path, write_json  # noqa: E402
 from models.ann import (activation_label, count_layers, load_checkpoint, resnet, resnet_file,  # noqa: E402
                         save_checkpoint, train)
 from snn2loihi.conversion import convert  # noqa: E402
+from snn2loihi.conversion.build import HEADROOM  # noqa: E402  (rows without the key used it)
 from snn2loihi.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from snn2loihi.sim.emulator import Emulator  # noqa: E402
 
 #: Threshold rules, and with "+corrected" the same rule followed by bias correction
 #: (``convert(correct=True)``).
-#: ``convert(headroom=...)``'s default, which every row without the key used.
-HEADROOM = 2.0
 RULES = ("max", "percentile", "clip", "tuned", "clip+corrected", "tuned+corrected")
 BLOCKS = ("standard", "restructured")
 

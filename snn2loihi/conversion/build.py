@@ -67,6 +67,9 @@ from .network import SkipSynapse
 
 #: 8-bit weight mantissa limit (slayer's even grid), 13-bit bias mantissa, 24-bit states.
 WEIGHT_LIMIT, BIAS_LIMIT, STATE_LIMIT = 254, 4095, (1 << 23) - 1
+#: Default membrane range a held layer keeps free of the 24-bit clip, in units of
+#: (window + max Σ|W|) thresholds (:func:`choose_scale`).
+HEADROOM = 2.0
 #: Voltage a relay or clock neuron starts from: any value in (0, 1) makes each input spike
 #: (weight 1), or each step of bias 1, produce exactly one output spike with the strict
 #: ``v > 1`` test.
@@ -200,7 +203,7 @@ def _ungroup(w: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def choose_scale(spec: LayerSpec, depth: int, split: bool = False, hold: int = 0, window: int = 0,
-                 headroom: float = 2.0) -> tuple[int, int]:
+                 headroom: float = HEADROOM) -> tuple[int, int]:
     """The neuron scale s (a power of two) and the coarse group's exponent e (0: one group).
 
     s fits the bias, v_init (``depth`` steps of bias) and u (see module doc) and the

@@ -12,7 +12,7 @@ from ..blocks.soft_lif import Flatten
 from ..data.encoding import pad_time, rate_encode
 from . import residual
 from .clock import add_bias, clocked, has_bias
-from .build import (choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan,
+from .build import (HEADROOM, choose_scale, layer_spec, locate, make_block, make_skip, neuron_state, plan,
                     with_coarse_group)
 from .errors import ConversionError
 from .graph import Graph, extract_graph
@@ -128,7 +128,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             percentile: float = 99.9, block: str = "standard", v_init: str = "half", bias: str = "clock",
             batch_size: int = 32, progress: bool = False, correct: bool = False,
             fixed_point: bool = True, split_weights: bool = True, hold: int = 0,
-            readout: Optional[int] = None, headroom: float = 2.0) -> ConversionResult:
+            readout: Optional[int] = None, headroom: float = HEADROOM) -> ConversionResult:
     """Convert a trained ANN into a soft-reset integrate-and-fire SNN for a window of T steps.
 
     The ANN is read into a graph of rectified nodes fed by batch-norm-folded conv/dense
@@ -251,7 +251,7 @@ class _Builder:
     def __init__(self, graph: Graph, x: torch.Tensor, timesteps: int, rule, percentile: float, u0: float,
                  bias_mode: str, batch_size: int, correct: bool = False, fixed_point: bool = True,
                  split_weights: bool = True, hold: int = 0, readout: Optional[int] = None,
-                 headroom: float = 2.0):
+                 headroom: float = HEADROOM):
         self.graph, self.x, self.t, self.rule, self.percentile = graph, x, timesteps, rule, percentile
         self.readout = timesteps if readout is None else readout
         self.u0, self.bias_mode, self.batch, self.correct = u0, bias_mode, max(1, batch_size), correct
