@@ -74,6 +74,23 @@ def method_label(rule: str, hold, factor: int = 1) -> str:
     return (f"{rule}, hold {hold}" if hold else rule) + (f", readout {factor}T" if factor > 1 else "")
 
 
+def predates_lossless(row: dict) -> bool:
+    """Whether a row ran `clip`/`tuned` on clip-floor-shift layers of L = T under a full hold
+    before the converter left those (lossless) layers' thresholds and biases alone: the
+    code now gives another result there (rendered with a †)."""
+    return ("lossless_kept" not in row and row["rule"] in ("tuned", "tuned+corrected", "clip+corrected")
+            and row.get("activation") == f"qcfs-L{row['timesteps']}" and row.get("hold", 0) >= row["timesteps"])
+
+
+def _dagger(row: dict) -> str:
+    return "†" if predates_lossless(row) else ""
+
+
+def _init_from(train: dict) -> str:
+    """' from CKPT at lr X' where the ANN was fine-tuned from another checkpoint, else ''."""
+    return f" from {train['init_from']} at lr {train['lr']}" if train.get("init_from") else ""
+
+
 def variant(row: dict) -> tuple:
     """(model, activation, width, bias, test images, ANN accuracy, v headroom): one table (and
     one plot panel where the whole test set was used). The ANN's accuracy tells two
@@ -91,11 +108,14 @@ def ann_for(depth: int, args, data):
         arch = {"name": "resnet", "depth": depth, "width": args.width, "activation": args.activation,
                 "levels": args.levels}
         model = resnet(depth, args.width, activation=args.activation, levels=args.levels)
+        if args.init_from:  # e.g. an L = 8 QCFS net fine-tuned to L = 4 (a deep one does not train at L = 4)
+            model.load_state_dict(load_checkpoint(args.init_from)[0].state_dict())
         start = time.time()
         train(model, torch.tensor(data.x_train[:args.train_images]), torch.tensor(data.y_train[:args.train_images]),
-              args.train_epochs)
+              args.train_epochs, lr=args.train_lr)
         save_checkpoint(path, model, arch,
-                        {"epochs": args.train_epochs, "train_images": args.train_images,
+                        {"epochs": args.train_epochs, "train_images": args.train_images, "lr": args.train_lr,
+                         "init_from": args.init_from and os.path.basename(args.init_from),
                          "train_seconds": time.time() - start, "device": "cpu"})
     model, arch, meta = load_checkpoint(path)
     return model, arch, meta
@@ -151,8 +171,8 @@ def run(args) -> list:
                    "timing": result.timing, "convert_seconds": round(converted, 1),
                    "eval_seconds": round(time.time() - start - converted, 1),
                    "output_error_rms": result.report.layers[-1].total,
-                   "tied_top_fixed_point": tied_top(counts[True]),
-                   "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device")}}
+                   "tied_top_fixed_point": tied_top(counts[True]), "lossless_kept": True,
+                   "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device", "init_from", "lr")}}
             if args.check and rule.startswith("tuned") and (hold or t == min(steps)):
                 net, _ = result.export()
                 x = result.encode(x_test[:args.check], pad=True)
@@ -228,7 +248,9 @@ def write_markdown(rows: list, out: str, args) -> None:
                       "and the hold; they predate the count run and are kept for those comparisons.", ""]
         lines += [f"{'##' if var[4] == full else '###'} {_title(var)} ({first['layers']} weight layers, ANN accuracy "
                   f"{first['accuracy_ann']:.4f} on these test images; ANN trained "
-                  f"{first['ann_train']['epochs']} epochs on {first['ann_train']['train_images']} images, "
+                  f"{first['ann_train']['epochs']} epoch{'s' if first['ann_train']['epochs'] != 1 else ''} on "
+                  f"{first['ann_train']['train_images']} images"
+                  f"{_init_from(first['ann_train'])}, "
                   f"{first['ann_train']['device']}; {first['calib_samples']} calibration images)", "",
                   "| block | rule | " + " | ".join(f"T={t}" for t in sorted({r['timesteps'] for r in sub})) + " |",
                   "|---|---|" + "---|" * len({r['timesteps'] for r in sub})]
@@ -237,8 +259,12 @@ def write_markdown(rows: list, out: str, args) -> None:
             cells = []
             for t in ts:
                 r = next((r for r in sub if method(r) == m and r["timesteps"] == t), None)
-                cells.append("–" if r is None else f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}")
+                cells.append("–" if r is None else
+                             f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}{_dagger(r)}")
             lines.append(f"| {m[0]} | {method_label(*m[1:])} | " + " | ".join(cells) + " |")
+        if any(map(predates_lossless, sub)):
+            lines += ["", "† Measured before `clip` and `tuned` left the clip-floor-shift layers of L = T alone "
+                          "under a full hold (they are lossless there; docs/residual.md); not rerun."]
         checks = [r["emulator_check"] for r in sub if "emulator_check" in r]
         if checks:
             lines += ["", f"Emulator vs torch fixed-point output counts: "
@@ -267,7 +293,7 @@ def write_markdown(rows: list, out: str, args) -> None:
             top = max((r for m, r in sub.items() if m[4] == t), key=lambda r: r["accuracy_snn_fixed_point"])
             lift = None if base is None else acc - base["accuracy_snn_fixed_point"]
             lines.append(
-                f"| {t} | {acc:.3f} ({method_label(*k[1:4])}) | {100 * gap:.1f} | "
+                f"| {t} | {acc:.3f}{_dagger(row)} ({method_label(*k[1:4])}) | {100 * gap:.1f} | "
                 f"{('yes' if round(100 * gap, 1) <= 1.0 else 'no') if t <= 32 else '(T > 32)'} | "
                 + ("– | – | – | " if base is None else
                    f"{base['accuracy_snn_fixed_point']:.3f} ({base['block']}, {method_label(*method(base)[1:])}) | "
@@ -334,10 +360,14 @@ def main(argv=None) -> int:
                    help="how biases reach the neurons (snn2loihi.conversion.convert)")
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=60000)
+    p.add_argument("--train-lr", type=float, default=0.1, help="peak SGD learning rate (models.ann.train)")
+    p.add_argument("--init-from", help="ANN checkpoint of the same ResNet to start training from (its QCFS "
+                   "levels may differ: fine-tuning to --levels)")
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench/results")
-    p.add_argument("--merge", nargs="*", default=[], help="also take the rows of these conversion.json files")
+    p.add_argument("--merge", nargs="*", default=[], help="also take the rows of these conversion.json files (a row replaces an earlier one "
+                   "of the same configuration: a rerun supersedes)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the .md/.png from the JSON rows")
     args = p.parse_args(argv)
     allocator.keep_freed_memory()  # large tensors reuse freed pages (docs/performance.md)
@@ -346,9 +376,10 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, "conversion.json")
     if args.merge:
         rows = json.load(open(path)) if os.path.isfile(path) else []
-        keys = {key(r) for r in rows}
         for other in args.merge:
-            rows += [r for r in json.load(open(other)) if key(r) not in keys]
+            new = json.load(open(other))
+            replaced = {key(r) for r in new}
+            rows = [r for r in rows if key(r) not in replaced] + new
         write_json(path, rows, indent=1)
     rows = json.load(open(path)) if args.report_only else run(args)
     write_markdown(rows, args.out, args)

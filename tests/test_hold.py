@@ -131,6 +131,67 @@ def test_holding_for_the_whole_window_leaves_no_deviation_error(fixed_point):
     assert max(layer.deviation for layer in free.report.layers) > 0.05
 
 
+def _qcfs_resnet(levels: int) -> torch.nn.Module:
+    """ResNet-20 (width 2) with clip-floor-shift activations of L levels, BN statistics
+    away from the identity and clips spread over 0.5 … 2, as a trained net has."""
+    torch.manual_seed(0)
+    ann = resnet(20, 2, activation="qcfs", levels=levels).eval()
+    for m in ann.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+        elif hasattr(m, "clip"):
+            m.clip.data.uniform_(0.5, 2.0)
+    return ann
+
+
+def test_a_qcfs_resnet_at_t_equal_to_its_levels_with_a_full_hold_is_the_ann():
+    """Clip-floor-shift ResNet (L = 4, clips spread over 0.5 … 2) on inputs of the 1/L grid,
+    converted at T = L with hold T (float): a held IF neuron with θ = λ and u0 = θ/2 fires
+    floor(z·T/λ + 1/2) clipped to [0, T], which is L·h(z)/λ, so every hidden node equals the
+    ANN (error 0) with the clip rule and with tuned (it keeps c = 1), and the output layer
+    fires the ANN's logits z rounded on its own grid: clip(floor(z·T/θ + 1/2), 0, T).
+    Max-norm takes θ = the calibration maximum, below λ where no neuron saturates: not exact."""
+    levels = 4
+    ann = _qcfs_resnet(levels)
+    x = torch.floor(torch.rand(8, 1, 8, 8) * levels + 0.5) / levels
+    with torch.no_grad():
+        logits = ann(x).numpy()
+    for rule in ("clip", "tuned"):
+        result = convert(ann, x, levels, rule=rule, block="restructured", hold=levels, fixed_point=False)
+        *hidden, output = result.report.layers
+        assert max(layer.total for layer in hidden) < 1e-6, rule
+        assert all(layer.scale == 1 for layer in hidden), rule
+        expected = np.clip(np.floor(logits * levels / output.threshold + 0.5), 0, levels)
+        np.testing.assert_array_equal(result.counts(x, fixed_point=False, dtype=torch.float64), expected,
+                                      err_msg=rule)
+    max_norm = convert(ann, x, levels, rule="max", block="restructured", hold=levels, fixed_point=False)
+    assert max(layer.total for layer in max_norm.report.layers[:-1]) > 0.1
+
+
+def test_tuning_and_bias_correction_leave_the_lossless_qcfs_nodes_alone():
+    """Analog images (off the 1/L grid: the 4-level input code errs) at T = L = 4 with a full
+    hold: tuned + corrected keeps c = 1 and the ANN's bias on every clip-floor-shift node, and
+    still corrects the output's bias. The same rule at T = 8 (L ≠ T) tunes and corrects them."""
+    ann = _qcfs_resnet(4)
+    x = torch.rand(16, 1, 8, 8)
+
+    def corrected_and_tuned(t: int) -> tuple[set, set, set]:
+        """(QCFS node names, nodes whose operators bias correction changed, nodes with c ≠ 1)."""
+        plain, corrected = (convert(ann, x, t, rule="tuned", block="restructured", hold=t, correct=c,
+                                    fixed_point=False) for c in (False, True))
+        qcfs = {node.name for node in corrected.graph.nodes if node.levels}
+        changed = {new.name for new, old in zip(corrected.graph.nodes, plain.graph.nodes)
+                   if any(not torch.equal(a.weight, b.weight) or (a.bias is not None and not torch.equal(a.bias, b.bias))
+                          for a, b in zip(new.ops, old.ops))}
+        return qcfs, changed, {n for n, c in corrected.scales.items() if c != 1}
+
+    qcfs, changed, tuned = corrected_and_tuned(4)
+    assert qcfs and not changed & qcfs and "output" in changed and not tuned & qcfs
+    qcfs, changed, tuned = corrected_and_tuned(8)
+    assert changed & qcfs and tuned & qcfs
+
+
 @pytest.mark.parametrize("fixed_point", [False, True])
 def test_windowed_neuron_fast_path_equals_the_reference_loop(fixed_point):
     """Integrate-and-fire neurons with a window run as a sum up to the window and the fused

@@ -18,7 +18,7 @@ from .errors import ConversionError
 from .graph import Graph, extract_graph
 from .network import ConvertedNetwork, device_padding, fire_start, held_counts, held_steps, neuron_input, window
 from .report import ConversionReport, ErrorAccumulator
-from .thresholds import RULES, base_threshold
+from .thresholds import RULES, base_threshold, trained_clip
 
 #: Residual block layouts (see :mod:`snn2loihi.conversion.residual`).
 BLOCKS = {"standard": residual.standard, "restructured": residual.restructured}
@@ -183,7 +183,9 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             layer, exported to the chip): spikes are decided on more of the input, which
             removes most of the deviation error of deep networks (all of it for h ≥ T) at
             a latency of (h + 1) steps per layer (:mod:`~.network`). The thresholds and
-            bias corrections are chosen with the hold in place.
+            bias corrections are chosen with the hold in place. With h = T the rules
+            built on the trained clip (``clip``, ``tuned``) leave clip-floor-shift nodes of
+            L = T levels at θ = λ with their biases uncorrected: they are lossless there.
         readout: R ≥ T, the output layer's firing window (default T; R > T needs
             ``hold >= timesteps``). The output neurons get a threshold R/T times below θ
             and read their held charge out over R steps, so that the class scores
@@ -323,7 +325,7 @@ class _Builder:
         pop, nodes = self.pops[q], self.graph.nodes
         base = {n: (self.thetas[nodes[n].relay_of] if nodes[n].relay_of is not None else 1.0 if nodes[n].clock
                     else base_threshold(self.rule, acts[n], self.percentile, nodes[n].clip)) for n in pop.nodes}
-        tunable = [n for n in pop.nodes if not nodes[n].shares_layer]
+        tunable = [n for n in pop.nodes if not nodes[n].shares_layer and not self._lossless(n)]
         chosen = {n: 1.0 for n in pop.nodes}
         if len(self.rule.scales) > 1 and tunable:
             trial = self._build(q, base, block_of)
@@ -346,6 +348,14 @@ class _Builder:
         for n in pop.nodes:
             self.errors.append(accs[n].result(block_of[q], nodes[n].name, self.thetas[n], chosen[n], self._window(q)))
         return layer
+
+    def _lossless(self, n: int) -> bool:
+        """Whether node n converts without error from exact input: a clip-floor-shift node
+        with L = T under a full hold fires floor(z·T/λ + 1/2) clipped to [0, T] spikes at
+        θ = λ, which is L·h(z)/λ (tests/test_hold.py). Its measured error is then all
+        inherited (the input code's), which a threshold search or a bias shift would fit
+        at the cost of moving the node off the ANN's grid, so neither touches it."""
+        return self.rule.base is trained_clip and self.hold >= self.t and self.graph.nodes[n].levels == self.t
 
     def _window(self, q: int) -> int:
         """Steps of population q's firing window: the readout R for the output, else T."""
