@@ -366,8 +366,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench/results")
-    p.add_argument("--merge", nargs="*", default=[], help="also take the rows of these conversion.json files (a row replaces an earlier one "
-                   "of the same configuration: a rerun supersedes)")
+    p.add_argument("--merge", nargs="*", default=[], help="also take the rows of these conversion.json files "
+                   "(a row replaces an earlier one of the same configuration: a rerun supersedes)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the .md/.png from the JSON rows")
     args = p.parse_args(argv)
     allocator.keep_freed_memory()  # large tensors reuse freed pages (docs/performance.md)

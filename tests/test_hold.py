@@ -182,8 +182,8 @@ def test_tuning_and_bias_correction_leave_the_lossless_qcfs_nodes_alone():
                                     fixed_point=False) for c in (False, True))
         qcfs = {node.name for node in corrected.graph.nodes if node.levels}
         changed = {new.name for new, old in zip(corrected.graph.nodes, plain.graph.nodes)
-                   if any(not torch.equal(a.weight, b.weight) or (a.bias is not None and not torch.equal(a.bias, b.bias))
-                          for a, b in zip(new.ops, old.ops))}
+                   if any(not torch.equal(a.weight, b.weight)
+                          or (a.bias is not None and not torch.equal(a.bias, b.bias)) for a, b in zip(new.ops, old.ops))}
         return qcfs, changed, {n for n, c in corrected.scales.items() if c != 1}
 
     qcfs, changed, tuned = corrected_and_tuned(4)

@@ -183,7 +183,7 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             layer, exported to the chip): spikes are decided on more of the input, which
             removes most of the deviation error of deep networks (all of it for h ≥ T) at
             a latency of (h + 1) steps per layer (:mod:`~.network`). The thresholds and
-            bias corrections are chosen with the hold in place. With h = T the rules
+            bias corrections are chosen with the hold in place. With h ≥ T the rules
             built on the trained clip (``clip``, ``tuned``) leave clip-floor-shift nodes of
             L = T levels at θ = λ with their biases uncorrected: they are lossless there.
         readout: R ≥ T, the output layer's firing window (default T; R > T needs
