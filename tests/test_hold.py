@@ -12,6 +12,7 @@ import torch
 
 from models.ann import resnet
 from snn2loihi.conversion import convert, converter
+from snn2loihi.conversion.activation import ClipFloorShift
 from snn2loihi.conversion.errors import ConversionError
 from snn2loihi.conversion.network import absolute_weights, front_loaded, held_counts, synaptic_input
 from snn2loihi.errors import NetxFormatError
@@ -76,13 +77,20 @@ def test_fire_window_validation_netx_round_trip_and_reader_errors(tmp_path):
         read_network(path)
 
 
-def _held_resnet(hold: int, timesteps: int, **options):
+def _resnet20(**kwargs) -> torch.nn.Module:
+    """ResNet-20 of width 2 (``kwargs`` to :func:`models.ann.resnet`) from seed 0, with BN
+    statistics away from the identity, as a trained net has."""
     torch.manual_seed(0)
-    ann = resnet(20, 2).eval()
-    for m in ann.modules():  # BN statistics away from the identity, as a trained net has
+    ann = resnet(20, 2, **kwargs).eval()
+    for m in ann.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
+    return ann
+
+
+def _held_resnet(hold: int, timesteps: int, **options):
+    ann = _resnet20()
     x = torch.rand(8, 1, 8, 8)
     options = {"rule": "tuned", "block": "restructured", **options}
     return convert(ann, x[:5], timesteps, hold=hold, **options), x[5:]
@@ -132,15 +140,11 @@ def test_holding_for_the_whole_window_leaves_no_deviation_error(fixed_point):
 
 
 def _qcfs_resnet(levels: int) -> torch.nn.Module:
-    """ResNet-20 (width 2) with clip-floor-shift activations of L levels, BN statistics
-    away from the identity and clips spread over 0.5 … 2, as a trained net has."""
-    torch.manual_seed(0)
-    ann = resnet(20, 2, activation="qcfs", levels=levels).eval()
+    """:func:`_resnet20` with clip-floor-shift activations of L levels whose clips are
+    spread over 0.5 … 2, as a trained net has."""
+    ann = _resnet20(activation="qcfs", levels=levels)
     for m in ann.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-        elif hasattr(m, "clip"):
+        if isinstance(m, ClipFloorShift):
             m.clip.data.uniform_(0.5, 2.0)
     return ann
 
