@@ -74,16 +74,31 @@ def method_label(rule: str, hold, factor: int = 1) -> str:
     return (f"{rule}, hold {hold}" if hold else rule) + (f", readout {factor}T" if factor > 1 else "")
 
 
-def predates_lossless(row: dict) -> bool:
-    """Whether a row ran `clip`/`tuned` on clip-floor-shift layers of L = T under a full hold
-    before the converter left those (lossless) layers' thresholds and biases alone: the
-    code now gives another result there (rendered with a †)."""
-    return ("lossless_kept" not in row and row["rule"] in ("tuned", "tuned+corrected", "clip+corrected")
-            and row.get("activation") == f"qcfs-L{row['timesteps']}" and row.get("hold", 0) >= row["timesteps"])
+#: Converter changes after which some older rows would give another result: (the key rows
+#: measured since carry, the rules it touched, whether it touched an ANN of L levels at T,
+#: mark, footnote). Such older rows are rendered with the mark; rerunning supersedes them.
+CHANGES = (
+    ("lossless_kept", ("tuned", "tuned+corrected", "clip+corrected"), lambda levels, t: levels == t, "†",
+     "Measured before `clip` and `tuned` left the clip-floor-shift layers of L = T alone under a full hold "
+     "(they are lossless there; docs/residual.md); not rerun."),
+    ("clip_kept", ("tuned", "tuned+corrected"), lambda levels, t: levels < t, "‡",
+     "Measured before `tuned` kept θ = λ, searching no scale, on the clip-floor-shift layers of L < T under a "
+     "full hold (docs/residual.md); not rerun."),
+)
 
 
-def _dagger(row: dict) -> str:
-    return "†" if predates_lossless(row) else ""
+def predates(row: dict) -> list:
+    """The :data:`CHANGES` a row was measured before and that alter its configuration (a
+    clip-floor-shift ANN under a full hold)."""
+    act, t = row.get("activation", "relu"), row["timesteps"]
+    if not act.startswith("qcfs-L") or row.get("hold", 0) < t:
+        return []
+    levels = int(act[len("qcfs-L"):])
+    return [c for c in CHANGES if c[0] not in row and row["rule"] in c[1] and c[2](levels, t)]
+
+
+def _marks(row: dict) -> str:
+    return "".join(c[3] for c in predates(row))
 
 
 def _init_from(train: dict) -> str:
@@ -171,7 +186,7 @@ def run(args) -> list:
                    "timing": result.timing, "convert_seconds": round(converted, 1),
                    "eval_seconds": round(time.time() - start - converted, 1),
                    "output_error_rms": result.report.layers[-1].total,
-                   "tied_top_fixed_point": tied_top(counts[True]), "lossless_kept": True,
+                   "tied_top_fixed_point": tied_top(counts[True]), **{c[0]: True for c in CHANGES},
                    "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device", "init_from", "lr")}}
             if args.check and rule.startswith("tuned") and (hold or t == min(steps)):
                 net, _ = result.export()
@@ -260,11 +275,10 @@ def write_markdown(rows: list, out: str, args) -> None:
             for t in ts:
                 r = next((r for r in sub if method(r) == m and r["timesteps"] == t), None)
                 cells.append("–" if r is None else
-                             f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}{_dagger(r)}")
+                             f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}{_marks(r)}")
             lines.append(f"| {m[0]} | {method_label(*m[1:])} | " + " | ".join(cells) + " |")
-        if any(map(predates_lossless, sub)):
-            lines += ["", "† Measured before `clip` and `tuned` left the clip-floor-shift layers of L = T alone "
-                          "under a full hold (they are lossless there; docs/residual.md); not rerun."]
+        for change in (c for c in CHANGES if any(c in predates(r) for r in sub)):
+            lines += ["", f"{change[3]} {change[4]}"]
         checks = [r["emulator_check"] for r in sub if "emulator_check" in r]
         if checks:
             lines += ["", f"Emulator vs torch fixed-point output counts: "
@@ -293,7 +307,7 @@ def write_markdown(rows: list, out: str, args) -> None:
             top = max((r for m, r in sub.items() if m[4] == t), key=lambda r: r["accuracy_snn_fixed_point"])
             lift = None if base is None else acc - base["accuracy_snn_fixed_point"]
             lines.append(
-                f"| {t} | {acc:.3f}{_dagger(row)} ({method_label(*k[1:4])}) | {100 * gap:.1f} | "
+                f"| {t} | {acc:.3f}{_marks(row)} ({method_label(*k[1:4])}) | {100 * gap:.1f} | "
                 f"{('yes' if round(100 * gap, 1) <= 1.0 else 'no') if t <= 32 else '(T > 32)'} | "
                 + ("– | – | – | " if base is None else
                    f"{base['accuracy_snn_fixed_point']:.3f} ({base['block']}, {method_label(*method(base)[1:])}) | "

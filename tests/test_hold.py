@@ -174,9 +174,10 @@ def test_a_qcfs_resnet_at_t_equal_to_its_levels_with_a_full_hold_is_the_ann():
 
 
 def test_tuning_and_bias_correction_leave_the_lossless_qcfs_nodes_alone():
-    """Analog images (off the 1/L grid: the 4-level input code errs) at T = L = 4 with a full
-    hold: tuned + corrected keeps c = 1 and the ANN's bias on every clip-floor-shift node, and
-    still corrects the output's bias. The same rule at T = 8 (L ≠ T) tunes and corrects them."""
+    """Analog images (off the 1/L grid: the 4-level input code errs), L = 4, full hold:
+    at T = L tuned + corrected keeps c = 1 and the ANN's bias on every clip-floor-shift node,
+    and still corrects the output's bias; at T = 8 > L it keeps c = 1 and corrects them; at
+    T = 2 < L it tunes and corrects them."""
     ann = _qcfs_resnet(4)
     x = torch.rand(16, 1, 8, 8)
 
@@ -193,6 +194,8 @@ def test_tuning_and_bias_correction_leave_the_lossless_qcfs_nodes_alone():
     qcfs, changed, tuned = corrected_and_tuned(4)
     assert qcfs and not changed & qcfs and "output" in changed and not tuned & qcfs
     qcfs, changed, tuned = corrected_and_tuned(8)
+    assert changed & qcfs and "output" in changed and not tuned & qcfs
+    qcfs, changed, tuned = corrected_and_tuned(2)
     assert changed & qcfs and tuned & qcfs
 
 

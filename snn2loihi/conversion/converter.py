@@ -184,8 +184,9 @@ def convert(ann: torch.nn.Module, calib_x: torch.Tensor, timesteps: int, rule: s
             removes most of the deviation error of deep networks (all of it for h ≥ T) at
             a latency of (h + 1) steps per layer (:mod:`~.network`). The thresholds and
             bias corrections are chosen with the hold in place. With h ≥ T the rules
-            built on the trained clip (``clip``, ``tuned``) leave clip-floor-shift nodes of
-            L = T levels at θ = λ with their biases uncorrected: they are lossless there.
+            built on the trained clip (``clip``, ``tuned``) keep clip-floor-shift nodes of
+            L ≤ T levels at θ = λ (no search), and those of L = T with their biases
+            uncorrected: they are lossless there.
         readout: R ≥ T, the output layer's firing window (default T; R > T needs
             ``hold >= timesteps``). The output neurons get a threshold R/T times below θ
             and read their held charge out over R steps, so that the class scores
@@ -325,7 +326,8 @@ class _Builder:
         pop, nodes = self.pops[q], self.graph.nodes
         base = {n: (self.thetas[nodes[n].relay_of] if nodes[n].relay_of is not None else 1.0 if nodes[n].clock
                     else base_threshold(self.rule, acts[n], self.percentile, nodes[n].clip)) for n in pop.nodes}
-        tunable = [n for n in pop.nodes if not nodes[n].shares_layer and not self._lossless(n)]
+        own = [n for n in pop.nodes if not nodes[n].shares_layer]
+        tunable = [n for n in own if not self._keeps_clip(n)]
         chosen = {n: 1.0 for n in pop.nodes}
         if len(self.rule.scales) > 1 and tunable:
             trial = self._build(q, base, block_of)
@@ -339,7 +341,7 @@ class _Builder:
         for n in pop.nodes:
             self.thetas[n] = chosen[n] * base[n]
             self.scales[n] = chosen[n]
-        biased = [n for n in tunable if has_bias(self.graph, n)] if self.correct else []
+        biased = [n for n in own if not self._lossless(n) and has_bias(self.graph, n)] if self.correct else []
         if biased:
             self._correct_biases(q, biased, spikes, acts, block_of)
         layer = self._build(q, {n: self.thetas[n] for n in pop.nodes}, block_of)
@@ -349,13 +351,26 @@ class _Builder:
             self.errors.append(accs[n].result(block_of[q], nodes[n].name, self.thetas[n], chosen[n], self._window(q)))
         return layer
 
+    def _keeps_clip(self, n: int) -> bool:
+        """Whether node n keeps θ = λ, its trained clip, without a search: a clip-floor-shift
+        node with L ≤ T under a full hold. Held, it fires floor(z·T/λ + 1/2) clipped to
+        [0, T] spikes at θ = λ: the ANN's clip, on a grid of T levels at least as fine as
+        the ANN's L (every ANN level on it when L divides T). A scale c ≠ 1 moves the clip
+        the later layers were trained on, and the per-node search, scoring the SNN's finer
+        levels against the ANN's coarser ones on a small batch, fits that mismatch and the
+        inherited error instead (docs/residual.md: ResNet-110, L = 4, T = 8: 0.766 with the
+        search, 0.784 with θ = λ). Below L the SNN has fewer levels than the ANN and the
+        search trades clipping for resolution, so it stays."""
+        levels = self.graph.nodes[n].levels
+        return self.rule.base is trained_clip and self.hold >= self.t and levels is not None and levels <= self.t
+
     def _lossless(self, n: int) -> bool:
         """Whether node n converts without error from exact input: a clip-floor-shift node
         with L = T under a full hold fires floor(z·T/λ + 1/2) clipped to [0, T] spikes at
         θ = λ, which is L·h(z)/λ (tests/test_hold.py). Its measured error is then all
-        inherited (the input code's), which a threshold search or a bias shift would fit
-        at the cost of moving the node off the ANN's grid, so neither touches it."""
-        return self.rule.base is trained_clip and self.hold >= self.t and self.graph.nodes[n].levels == self.t
+        inherited (the input code's), which a bias shift would fit at the cost of moving
+        the node off the ANN's grid, so bias correction leaves it alone too."""
+        return self._keeps_clip(n) and self.graph.nodes[n].levels == self.t
 
     def _window(self, q: int) -> int:
         """Steps of population q's firing window: the readout R for the output, else T."""

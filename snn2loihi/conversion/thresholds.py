@@ -16,9 +16,11 @@ activation). With a single scale the rule is a plain threshold-balancing rule.
   trained clip λ where the node has one, else P_p: the placeholder for TTRBR's threshold
   tuning, whose exact rule could not be retrieved (research notes §4.4).
 
-Under a full hold (h ≥ T) a clip-floor-shift node of L = T levels converts without error
-at θ = λ, so ``clip`` and ``tuned`` leave it there, bias uncorrected
-(``converter._Builder._lossless``; docs/residual.md).
+Under a full hold (h ≥ T) ``tuned`` searches no scale for a clip-floor-shift node of
+L ≤ T levels: θ = λ is the ANN's own clip on a grid at least as fine as the ANN's
+(``converter._Builder._keeps_clip``). At L = T such a node converts without error, so
+``clip`` and ``tuned`` leave its bias uncorrected too (``_Builder._lossless``;
+docs/residual.md).
 
 Add a rule by adding a :class:`ThresholdRule` to ``RULES``.
 """
