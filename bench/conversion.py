@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -74,16 +75,26 @@ def method_label(rule: str, hold, factor: int = 1) -> str:
     return (f"{rule}, hold {hold}" if hold else rule) + (f", readout {factor}T" if factor > 1 else "")
 
 
-#: Converter changes after which some older rows would give another result: (the key rows
-#: measured since carry, the rules it touched, whether it touched an ANN of L levels at T,
-#: mark, footnote). Such older rows are rendered with the mark; rerunning supersedes them.
+class Change(NamedTuple):
+    """A converter change after which some older rows would give another result. Rows
+    measured since carry ``key``; older rows of ``rules`` on a clip-floor-shift ANN of L
+    levels at T with ``touches(L, T)``, under a full hold, are rendered with ``mark`` and
+    ``footnote``; rerunning supersedes them."""
+
+    key: str
+    rules: tuple
+    touches: Callable[[int, int], bool]
+    mark: str
+    footnote: str
+
+
 CHANGES = (
-    ("lossless_kept", ("tuned", "tuned+corrected", "clip+corrected"), lambda levels, t: levels == t, "†",
-     "Measured before `clip` and `tuned` left the clip-floor-shift layers of L = T alone under a full hold "
-     "(they are lossless there; docs/residual.md); not rerun."),
-    ("clip_kept", ("tuned", "tuned+corrected"), lambda levels, t: levels < t, "‡",
-     "Measured before `tuned` kept θ = λ, searching no scale, on the clip-floor-shift layers of L < T under a "
-     "full hold (docs/residual.md); not rerun."),
+    Change("lossless_kept", ("tuned", "tuned+corrected", "clip+corrected"), lambda levels, t: levels == t, "†",
+           "Measured before `clip` and `tuned` left the clip-floor-shift layers of L = T alone under a full hold "
+           "(they are lossless there; docs/residual.md); not rerun."),
+    Change("clip_kept", ("tuned", "tuned+corrected"), lambda levels, t: levels < t, "‡",
+           "Measured before `tuned` kept θ = λ, searching no scale, on the clip-floor-shift layers of L < T under "
+           "a full hold (docs/residual.md); not rerun."),
 )
 
 
@@ -94,11 +105,11 @@ def predates(row: dict) -> list:
     if not act.startswith("qcfs-L") or row.get("hold", 0) < t:
         return []
     levels = int(act[len("qcfs-L"):])
-    return [c for c in CHANGES if c[0] not in row and row["rule"] in c[1] and c[2](levels, t)]
+    return [c for c in CHANGES if c.key not in row and row["rule"] in c.rules and c.touches(levels, t)]
 
 
 def _marks(row: dict) -> str:
-    return "".join(c[3] for c in predates(row))
+    return "".join(c.mark for c in predates(row))
 
 
 def _init_from(train: dict) -> str:
@@ -186,7 +197,7 @@ def run(args) -> list:
                    "timing": result.timing, "convert_seconds": round(converted, 1),
                    "eval_seconds": round(time.time() - start - converted, 1),
                    "output_error_rms": result.report.layers[-1].total,
-                   "tied_top_fixed_point": tied_top(counts[True]), **{c[0]: True for c in CHANGES},
+                   "tied_top_fixed_point": tied_top(counts[True]), **{c.key: True for c in CHANGES},
                    "ann_train": {k: meta.get(k) for k in ("epochs", "train_images", "device", "init_from", "lr")}}
             if args.check and rule.startswith("tuned") and (hold or t == min(steps)):
                 net, _ = result.export()
@@ -278,7 +289,7 @@ def write_markdown(rows: list, out: str, args) -> None:
                              f"{r['accuracy_snn_float']:.3f} / {r['accuracy_snn_fixed_point']:.3f}{_marks(r)}")
             lines.append(f"| {m[0]} | {method_label(*m[1:])} | " + " | ".join(cells) + " |")
         for change in (c for c in CHANGES if any(c in predates(r) for r in sub)):
-            lines += ["", f"{change[3]} {change[4]}"]
+            lines += ["", f"{change.mark} {change.footnote}"]
         checks = [r["emulator_check"] for r in sub if "emulator_check" in r]
         if checks:
             lines += ["", f"Emulator vs torch fixed-point output counts: "
